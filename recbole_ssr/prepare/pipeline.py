@@ -284,7 +284,7 @@ def prepare_dataset(interactions, output, name, items=None, images=None, kcore=5
             images, item_raw, image_encoder, device, int(batch_size), fallback, skip_bad_images, progress, log)
     for modality, rows in missing.items():
         if len(rows):
-                f"{modality}: {len(rows)} of {len(item_raw)} items have no {modality}; their rows are "
+            log(f"{modality}: {len(rows)} of {len(item_raw)} items have no {modality}; their rows are "
                 f"{'the mean of the others' if fallback == 'mean' else 'zero'} (listed in "
                 f"{MODALITY_FILES[modality][1]})")
 

@@ -1,0 +1,126 @@
+"""Command line of ``run_recbole_ssr.py``: one run, several models side by side, or a hyper-parameter search."""
+
+import argparse
+import ast
+import os
+import sys
+
+from recbole_ssr.errors import ConfigError, RecboleSSRError
+
+DEFAULT_DATASET = "ml-100k"
+
+
+def default_model():
+    """SSR once it is available, VBPR before."""
+    from recbole_ssr.utils import get_model
+
+    try:
+        get_model("SSR")
+        return "SSR"
+    except ConfigError:
+        return "VBPR"
+
+
+def parse_value(text):
+    """``--key=value`` -> a Python value: numbers, lists, dicts, booleans, None; otherwise the string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null", "~"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="run_recbole_ssr.py",
+        description="Train/evaluate SSR, multimodal baselines and RecBole models; compare them; tune them. "
+                    "Any other --key=value sets a configuration key.",
+    )
+    parser.add_argument("--model", "-m", default=None,
+                        help="model name, or several comma-separated for a side-by-side run (default: SSR)")
+    parser.add_argument("--dataset", "-d", default=None, help=f"dataset name (default: {DEFAULT_DATASET}, embedded)")
+    parser.add_argument("--config_files", default=None,
+                        help="extra yaml config files (comma- or space-separated), applied after properties/")
+    parser.add_argument("--results", default=None, help="write the results as JSON to this path")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="run every model with this many seeds (seed, seed+1, ...) and aggregate mean ± std")
+    parser.add_argument("--tune", default=None, help="search-space yaml: run a Ray Tune hyper-parameter search")
+    parser.add_argument("--num_samples", type=int, default=None, help="trials of the search (--tune)")
+    parser.add_argument("--scheduler", default=None, choices=["asha", "fifo"], help="trial scheduler (--tune)")
+    parser.add_argument("--address", default=None, help="existing Ray cluster: 'auto' or ray://host:port (--tune)")
+    parser.add_argument("--num_cpus", type=int, default=None, help="CPUs of the local Ray started by --tune")
+    parser.add_argument("--resume", action="store_true", help="resume an interrupted search (--tune)")
+    parser.add_argument("--analysis", default=None, choices=["groups", "ablation", "bands", "sensitivity"],
+                        help="run one of the paper's analyses")
+    return parser
+
+
+def parse_args(argv):
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    overrides = {}
+    for item in unknown:
+        if not item.startswith("--") or "=" not in item:
+            raise ConfigError(
+                f"cannot parse argument '{item}': configuration keys are given as --key=value "
+                "(run with --help for the runner's own options)."
+            )
+        key, value = item[2:].split("=", 1)
+        overrides[key] = parse_value(value)
+    if args.config_files:
+        files = [f for f in args.config_files.replace(",", " ").split() if f]
+        args.config_files = [os.path.abspath(f) for f in files]
+    return args, overrides
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args, overrides = parse_args(argv)
+        if "show_progress" not in overrides and sys.stdout.isatty():
+            overrides["show_progress"] = True
+        models = [m for m in (args.model or default_model()).split(",") if m]
+        dataset = args.dataset or DEFAULT_DATASET
+        if args.tune:
+            from recbole_ssr.tuning import run_search
+
+            if len(models) != 1:
+                raise ConfigError("--tune searches one model at a time; pass a single --model.")
+            run_search(models[0], dataset, args, overrides)
+        elif args.analysis:
+            from recbole_ssr.analysis import run_analysis
+
+            run_analysis(args.analysis, models, dataset, args, overrides)
+        elif len(models) > 1 or args.seeds > 1:
+            from recbole_ssr.benchmark import run_side_by_side
+
+            run_side_by_side(models, dataset, args.seeds, args.config_files, overrides, args.results)
+        else:
+            from recbole_ssr.quick_start import run
+
+            outcome = run(models[0], dataset, args.config_files, overrides, results=args.results)
+            print(summary_line(outcome))
+    except RecboleSSRError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("recbole_ssr."):
+            print(f"error: this feature ({exc.name}) is not available in this version of recbole-ssr.",
+                  file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def summary_line(outcome):
+    test = outcome["test_result"]
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in test.items())
+    return (f"{outcome['model']} on {outcome['dataset']}: best epoch {outcome['best_epoch']}, "
+            f"{outcome['seconds_per_epoch']:.2f} s/epoch; test {metrics}")

@@ -1,0 +1,78 @@
+"""RecBole 1.2.1 on today's stack: every fix in one place, applied once by ``import recbole_ssr``.
+
+RecBole 1.2.1 (Feb 2025) is the last release. On Python 3.11 + torch 2.13 + numpy 2 + scipy >= 1.13 it breaks in
+the places below (see the project's RECBOLE notes). ``apply()`` is idempotent and is called when the package is
+imported, so every process that imports ``recbole_ssr`` - the CLI, tests, and each Ray worker (trainables import
+the package first) - gets the same fixes. Nothing here sets a process-wide environment variable.
+
+What is *not* here, on purpose:
+- ``torch.load(weights_only=False)`` is scoped to loading our own checkpoints in :mod:`recbole_ssr.trainer`
+  (files this process wrote); it is never changed globally.
+- pandas 3 (copy-on-write turns RecBole's in-place ``fillna`` into a silent no-op and changes ``Series.agg(len)``)
+  is avoided by the ``pandas<3`` pin in setup.cfg; :func:`check_versions` reports a violation clearly.
+- RecBole's ``quick_start`` (imports ``ray.tune`` at import time, calls the removed ``tune.report(**kw)``) is never
+  imported: the plugin has its own :mod:`recbole_ssr.quick_start`.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+
+_APPLIED = False
+
+
+def _restore_numpy_aliases():
+    """numpy 2 removed ``np.float_``/``np.complex_``/``np.unicode_``.
+
+    ``recbole.config.Config.compatibility_settings`` reads them to recreate the even older aliases
+    (``np.float``, ``np.long``, ...) that RecBole's metrics still use, and crashes when they are missing.
+    Restoring these three lets RecBole do the rest itself.
+    """
+    for old, new in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
+        if not hasattr(np, old):
+            setattr(np, old, new)
+    # RecBole code paths that run before any Config exists (e.g. evaluator imports in a fresh Ray worker)
+    # also use these; set them the same way RecBole's Config would.
+    for old, new in (("bool", np.bool_), ("int", np.int_), ("float", np.float64), ("complex", np.complex128),
+                     ("object", np.object_), ("str", np.str_), ("long", np.int_), ("unicode", np.str_)):
+        if old not in np.__dict__:
+            setattr(np, old, new)
+
+
+def _restore_dok_update():
+    """scipy >= 1.13 removed ``dok_matrix._update``.
+
+    RecBole's own LightGCN / NGCF / NCL / GCMC / SpectralCF build their adjacency with
+    ``A._update(dict(zip(keys, values)))``. Restore it as the plain dict update it used to be
+    (our own models never use ``dok``; they build adjacency with torch/coo in :mod:`recbole_ssr.model.graph`).
+    """
+    if hasattr(sp.dok_matrix, "_update"):
+        return
+
+    def _update(self, data):
+        for key, value in dict(data).items():
+            self[key] = value
+
+    sp.dok_matrix._update = _update
+
+
+def check_versions():
+    """Fail early, with a fix, on a stack RecBole 1.2.1 cannot run on."""
+    import pandas as pd
+
+    major = int(pd.__version__.split(".")[0])
+    if major >= 3:
+        raise RuntimeError(
+            f"pandas {pd.__version__} is installed, but RecBole 1.2.1 needs pandas<3 (copy-on-write makes its "
+            "in-place fillna a silent no-op). Fix: pip install 'pandas<3' (the project's setup.cfg pins it)."
+        )
+
+
+def apply():
+    """Apply every fix once per process (idempotent)."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    _restore_numpy_aliases()
+    _restore_dok_update()
+    check_versions()
+    _APPLIED = True

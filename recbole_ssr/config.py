@@ -1,0 +1,124 @@
+"""Configuration: RecBole's ``Config`` extended with the plugin's yaml files and evaluation protocols.
+
+Priority, lowest to highest (each level overrides the ones before it):
+
+1. RecBole's internal defaults (its ``overall.yaml``, its model/dataset yaml when it has one);
+2. the evaluation protocol's defaults, ``properties/protocol/<eval_protocol>.yaml``;
+3. ``properties/overall.yaml``;
+4. ``properties/dataset/<dataset>.yaml``;
+5. ``properties/model/<Model>.yaml``;
+6. ``config_file_list`` (``--config_files``), in order;
+7. ``config_dict`` (the runner passes the command line's ``--key=value`` here).
+
+RecBole's own parsing of ``sys.argv`` is switched off: the runner owns the command line, and a library call
+(tests, Ray workers) must not pick up the arguments of whatever process it runs in.
+"""
+
+import os
+import sys
+
+from recbole.config import Config as RecBoleConfig
+
+from recbole_ssr import compat
+from recbole_ssr.errors import ConfigError
+
+EVAL_PROTOCOLS = ("mmrec", "recbole")
+
+
+def properties_dir():
+    """The ``properties/`` folder: ``$RECBOLE_SSR_PROPERTIES``, else the one beside the package (source checkout /
+    editable install), else ``<prefix>/share/recbole-ssr/properties``."""
+    candidates = [
+        os.environ.get("RECBOLE_SSR_PROPERTIES"),
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties"),
+        os.path.join(sys.prefix, "share", "recbole-ssr", "properties"),
+    ]
+    for path in candidates:
+        if path and os.path.isdir(path):
+            return path
+    raise ConfigError(
+        "cannot find the recbole-ssr 'properties/' folder (searched: "
+        + ", ".join(p for p in candidates if p) + "). Set RECBOLE_SSR_PROPERTIES to its path."
+    )
+
+
+class Config(RecBoleConfig):
+    """RecBole ``Config`` that also loads ``properties/`` of this plugin (see the module docstring for the order)."""
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        compat.apply()
+        for path in config_file_list or []:
+            if not os.path.isfile(path):
+                raise ConfigError(f"config file '{path}' (from --config_files) does not exist.")
+        super().__init__(model, dataset, config_file_list, config_dict)
+
+    def _load_cmd_line(self):
+        return {}
+
+    def _get_model_and_dataset(self, model, dataset):
+        from recbole_ssr.utils import get_model
+
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise ConfigError("no model given: pass --model=NAME (e.g. --model=SSR).")
+        if dataset is None:
+            dataset = self.external_config_dict.get("dataset")
+            if dataset is None:
+                raise ConfigError("no dataset given: pass --dataset=NAME (e.g. --dataset=baby).")
+        if isinstance(model, str):
+            return model, get_model(model), dataset
+        return model.__name__, model, dataset
+
+    def _plugin_yaml(self, *parts):
+        path = os.path.join(properties_dir(), *parts)
+        if not os.path.isfile(path):
+            return {}
+        import yaml
+
+        with open(path, "r", encoding="utf-8") as f:
+            loaded = yaml.load(f.read(), Loader=self.yaml_loader)
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of key: value, got {type(loaded).__name__}.")
+        return loaded or {}
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        plugin = {}
+        for parts in (("overall.yaml",), ("dataset", f"{dataset}.yaml"), ("model", f"{model}.yaml")):
+            loaded = self._plugin_yaml(*parts)
+            if parts[0] == "dataset":
+                self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+            plugin.update(loaded)
+
+        protocol = self.external_config_dict.get("eval_protocol", plugin.get("eval_protocol"))
+        if protocol is None:
+            from recbole_ssr.data.source import detect_layout
+
+            data_root = self.external_config_dict.get("data_path", plugin.get("data_path", "dataset/"))
+            layout = detect_layout(os.path.join(data_root, dataset), dataset, plugin.get("data_format"))
+            protocol = "mmrec" if layout == "mmrec" else "recbole"
+        if protocol not in EVAL_PROTOCOLS:
+            raise ConfigError(f"eval_protocol '{protocol}' is unknown: use one of {', '.join(EVAL_PROTOCOLS)}.")
+        self.internal_config_dict.update(self._plugin_yaml("protocol", f"{protocol}.yaml"))
+        self.internal_config_dict.update(plugin)
+        self.internal_config_dict["eval_protocol"] = protocol
+
+    def _set_default_parameters(self):
+        data_root = self.final_config_dict.get("data_path") or "dataset/"
+        super()._set_default_parameters()
+        # RecBole points ml-100k at the copy inside its wheel; the plugin keeps one rule for every dataset:
+        # <data_path>/<dataset>, made absolute (Ray trials change the working directory).
+        self.final_config_dict["data_root"] = os.path.abspath(data_root)
+        self.final_config_dict["data_path"] = os.path.join(os.path.abspath(data_root), self.dataset)
+        for key in ("checkpoint_dir", "cache_dir"):
+            if self.final_config_dict.get(key):
+                self.final_config_dict[key] = os.path.abspath(self.final_config_dict[key])
+        if self.final_config_dict.get("eval_protocol") == "mmrec":
+            mode = self.final_config_dict["eval_args"].get("mode")
+            modes = set(mode.values()) if isinstance(mode, dict) else {mode}
+            if modes != {"full"}:
+                raise ConfigError(
+                    f"eval_protocol 'mmrec' ranks every item (full sort), but eval_args.mode is {mode}. "
+                    "Use eval_args: {mode: full}, or eval_protocol: recbole for sampled evaluation."
+                )

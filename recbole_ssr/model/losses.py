@@ -1,0 +1,22 @@
+"""Losses shared by the models."""
+
+import torch
+import torch.nn.functional as F
+
+
+def bpr_loss(pos_scores, neg_scores):
+    """Bayesian personalised ranking: mean of -log σ(s⁺ − s⁻) (Rendle et al., 2009)."""
+    return -F.logsigmoid(pos_scores - neg_scores).mean()
+
+
+def l2_penalty(*embeddings):
+    """Σ‖e‖² / batch size over the given batch embeddings (the usual BPR regulariser)."""
+    batch = embeddings[0].shape[0]
+    return sum(e.pow(2).sum() for e in embeddings) / batch
+
+
+def info_nce(anchors, positives, temperature):
+    """InfoNCE: row i of ``positives`` is the positive of anchor i, every other row a negative (both L2-normalised)."""
+    anchors, positives = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
+    logits = anchors @ positives.T / temperature
+    return F.cross_entropy(logits, torch.arange(anchors.shape[0], device=anchors.device))

@@ -1,0 +1,99 @@
+"""Train and evaluate one model (the plugin's ``run_recbole`` equivalent)."""
+
+import json
+import os
+import resource
+import sys
+from logging import getLogger
+
+from recbole_ssr import compat
+
+compat.apply()
+
+from recbole.utils import get_local_time, init_logger, init_seed  # noqa: E402
+
+from recbole_ssr.config import Config  # noqa: E402
+from recbole_ssr.data.dataloader import data_preparation  # noqa: E402
+from recbole_ssr.utils import create_dataset, get_model, get_trainer  # noqa: E402
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process so far (MiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return str(value)
+
+
+def config_snapshot(config):
+    return {k: _plain(v) for k, v in sorted(config.final_config_dict.items())}
+
+
+def write_json(path, payload):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    staging = f"{path}.tmp"
+    with open(staging, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(staging, path)
+
+
+def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):
+    """Build the config, dataset and data loaders (reusable by several runs on the same data)."""
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    dataset_obj = create_dataset(config)
+    logger.info(dataset_obj)
+    train_data, valid_data, test_data = data_preparation(config, dataset_obj)
+    return config, dataset_obj, (train_data, valid_data, test_data)
+
+
+def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, results=None,
+        callback_fn=None):
+    """Train ``model`` on ``dataset`` to early stopping, evaluate the best-valid checkpoint on the test set.
+
+    Returns (and, with ``results=PATH``, writes as JSON) ``{model, dataset, best_valid_result, test_result,
+    best_epoch, epochs_run, seconds_per_epoch, n_params, peak_rss_mb, config}``.
+    ``callback_fn(epoch, valid_score, valid_result)`` is called after every evaluation.
+    """
+    config, _, (train_data, valid_data, test_data) = prepare(model, dataset, config_file_list, config_dict)
+    logger = getLogger()
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_obj = get_model(config["model"])(config, train_data.dataset).to(config["device"])
+    logger.info(model_obj)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    show = bool(config["show_progress"])
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=show, callback_fn=callback_fn)
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show)
+    outcome = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": _plain(best_valid_score),
+        "best_valid_result": _plain(dict(best_valid_result or {})),
+        "test_result": _plain(dict(test_result or {})),
+        "best_epoch": getattr(trainer, "best_epoch", None),
+        "epochs_run": getattr(trainer, "epochs_run", None),
+        "seconds_per_epoch": getattr(trainer, "seconds_per_epoch", None),
+        "n_params": int(sum(p.numel() for p in model_obj.parameters() if p.requires_grad)),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "finished_at": get_local_time(),
+        "config": config_snapshot(config),
+    }
+    logger.info(f"best valid: {outcome['best_valid_result']}")
+    logger.info(f"test result: {outcome['test_result']}")
+    if results:
+        write_json(results, outcome)
+    return outcome

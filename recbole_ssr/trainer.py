@@ -1,0 +1,153 @@
+"""Trainer: RecBole's ``Trainer`` with a per-epoch model hook, MMRec's LR decay, strict early stopping, and
+checkpoints that load on torch >= 2.6.
+
+Differences from ``recbole.trainer.Trainer.fit`` (everything else - batches, losses, metrics - is RecBole's):
+
+* ``model.pre_epoch_processing(epoch)`` is called before each training epoch when the model defines it
+  (FREEDOM's edge pruning, LATTICE's graph rebuild, ...).
+* ``lr_decay: [decay, step]`` multiplies the learning rate by ``decay ** (epoch / step)`` (MMRec's scheduler);
+  ``~`` keeps it constant.
+* ``early_stop_strict: True`` (the MMRec protocol) counts only a strictly better valid score as an improvement;
+  training stops after ``stopping_step`` evaluations without one.
+* ``callback_fn(epoch, valid_score, valid_result)`` is called after every evaluation (per-epoch Ray Tune reports).
+* Checkpoints get a unique file name (RecBole's second-resolution timestamps collide between concurrent runs) and
+  are loaded with ``weights_only=False`` - only these files, which this trainer wrote itself.
+* Timing and bookkeeping for the results file: ``best_epoch``, ``epochs_run``, ``seconds_per_epoch``.
+"""
+
+import os
+import time
+import uuid
+
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import dict2str, set_color
+
+
+def load_own_checkpoint(path, device):
+    """``torch.load`` of a checkpoint this package wrote (it pickles RecBole's Config, so weights_only=False)."""
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+class CheckpointFixMixin:
+    """Load our own checkpoints on torch >= 2.6 (``weights_only`` defaults to True there)."""
+
+    def _unique_checkpoint_name(self):
+        os.makedirs(self.checkpoint_dir, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.saved_model_file = os.path.join(
+            self.checkpoint_dir, f"{self.config['model']}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}.pth"
+        )
+
+    def _load_weights(self, checkpoint_file):
+        checkpoint = load_own_checkpoint(checkpoint_file, self.device)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        return checkpoint
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return None
+        if load_best_model:
+            self._load_weights(model_file or self.saved_model_file)
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+    def resume_checkpoint(self, resume_file):
+        checkpoint = self._load_weights(str(resume_file))
+        self.saved_model_file = str(resume_file)
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+
+def with_checkpoint_fix(trainer_class):
+    """A RecBole trainer class (with its own training loop) that loads our checkpoints on current torch."""
+    return type(trainer_class.__name__, (CheckpointFixMixin, trainer_class), {})
+
+
+class MultimodalTrainer(CheckpointFixMixin, Trainer):
+    """The trainer of every plugin model and of RecBole's models that use the plain ``Trainer``."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self._unique_checkpoint_name()
+        self.early_stop_strict = bool(config["early_stop_strict"])
+        decay = config["lr_decay"]
+        self.lr_scheduler = None
+        if decay:
+            factor, step = float(decay[0]), float(decay[1])
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lr_lambda=lambda epoch: factor ** (epoch / step)
+            )
+        self.best_epoch = None
+        self.epochs_run = 0
+        self.epoch_seconds = []
+
+    def _improved(self, score):
+        if self.best_valid_result is None:
+            return True
+        if self.valid_metric_bigger:
+            return score > self.best_valid_score if self.early_stop_strict else score >= self.best_valid_score
+        return score < self.best_valid_score if self.early_stop_strict else score <= self.best_valid_score
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if saved and self.start_epoch >= self.epochs:
+            self._save_checkpoint(-1, verbose=verbose)
+        hook = getattr(self.model, "pre_epoch_processing", None)
+        for epoch_idx in range(self.start_epoch, self.epochs):
+            start = time.time()
+            if callable(hook):
+                hook(epoch_idx)
+            train_loss = self._train_epoch(train_data, epoch_idx, show_progress=show_progress)
+            end = time.time()
+            self.epoch_seconds.append(end - start)
+            self.epochs_run += 1
+            self.train_loss_dict[epoch_idx] = sum(train_loss) if isinstance(train_loss, tuple) else train_loss
+            if self.lr_scheduler is not None:
+                self.lr_scheduler.step()
+            if verbose:
+                self.logger.info(self._generate_train_loss_output(epoch_idx, start, end, train_loss))
+            self._add_train_loss_to_tensorboard(epoch_idx, train_loss)
+
+            if self.eval_step <= 0 or not valid_data:
+                if saved:
+                    self._save_checkpoint(epoch_idx, verbose=verbose)
+                    self.best_epoch = epoch_idx
+                continue
+            if (epoch_idx + 1) % self.eval_step != 0:
+                continue
+            valid_start = time.time()
+            valid_score, valid_result = self._valid_epoch(valid_data, show_progress=show_progress)
+            if self._improved(valid_score):
+                self.best_valid_score, self.best_valid_result = valid_score, valid_result
+                self.best_epoch, self.cur_step = epoch_idx, 0
+                if saved:
+                    self._save_checkpoint(epoch_idx, verbose=verbose)
+            else:
+                self.cur_step += 1
+            if verbose:
+                self.logger.info(
+                    set_color("epoch %d evaluating", "green") % epoch_idx
+                    + " [" + set_color("time", "blue") + f": {time.time() - valid_start:.2f}s, "
+                    + set_color("valid_score", "blue") + f": {valid_score:f}]"
+                )
+                self.logger.info(set_color("valid result", "blue") + ": \n" + dict2str(valid_result))
+            self.tensorboard.add_scalar("Vaild_score", valid_score, epoch_idx)
+            if callback_fn is not None:
+                callback_fn(epoch_idx, valid_score, valid_result)
+            if self.cur_step > self.stopping_step:
+                if verbose:
+                    self.logger.info(
+                        f"Finished training, best eval result in epoch {self.best_epoch} "
+                        f"({self.stopping_step} evaluations without {'strict ' if self.early_stop_strict else ''}"
+                        "improvement)"
+                    )
+                break
+        return self.best_valid_score, self.best_valid_result
+
+    @property
+    def seconds_per_epoch(self):
+        return sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else 0.0
