@@ -433,7 +433,7 @@ def test_cli_errors_exit_nonzero_without_traceback(tmp_path):
 # ------------------------------------------------------------------------------------ runner and real encoders
 
 def test_prepared_folder_trains_through_the_runner(tmp_path, capsys):
-    quick_start = pytest.importorskip("recbole_ssr.quick_start")
+    from recbole_ssr import quick_start
     random_interactions(n_users=40, n_items=20, density=0.4, seed=11).to_csv("raw.csv", index=False)
     write_items("items.csv", range(20))
     write_images("img", range(0, 20, 2))
@@ -483,3 +483,16 @@ def test_real_posters_sample_images(tmp_path):
     assert image.shape == (result.n_items, 1280) and result.n_items == 24
     assert result.missing["image"] == [] and np.isfinite(image).all()
     assert len({row.tobytes() for row in image}) == 24 and (image > 0).mean() > 0.2
+
+
+def test_image_loading_transparency_and_output_overwriting_input(tmp_path):
+    from recbole_ssr.prepare.readers import load_image
+
+    Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save("clear.png")
+    assert np.asarray(load_image("clear.png")).min() == 255  # transparent -> white background, RGB
+    os.makedirs("x")
+    random_interactions(n_users=20, n_items=10, density=0.7, seed=13).to_csv("x/x.inter", sep="\t", index=False)
+    before = (tmp_path / "x" / "x.inter").read_bytes()
+    with pytest.raises(PrepareError, match="both an input and a file this command writes"):
+        quiet(interactions="x/x.inter", output="x", name="x")
+    assert (tmp_path / "x" / "x.inter").read_bytes() == before

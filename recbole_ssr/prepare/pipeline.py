@@ -45,7 +45,7 @@ def _default_log(message):
 
 
 def _progress_bar(total, desc, progress):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="item", disable=(None if progress is None else not progress),
                 leave=False, dynamic_ncols=True)
@@ -212,6 +212,13 @@ def prepare_dataset(interactions, output, name, items=None, images=None, kcore=5
         raise PrepareError(f"images folder {images} does not exist or is not a folder: check the --images path.")
     if output and os.path.exists(output) and not os.path.isdir(output):
         raise PrepareError(f"--output {output} is a file; pass a folder (it is created if missing).")
+    outputs = {os.path.abspath(os.path.join(output, f)) for f in
+               [f"{name}.inter", USER_MAPPING, ITEM_MAPPING, SUMMARY] + [f for pair in MODALITY_FILES.values()
+                                                                        for f in pair]}
+    for given in (interactions, items):
+        if given is not None and os.path.abspath(given) in outputs:
+            raise PrepareError(f"{given} is both an input and a file this command writes; choose another "
+                               "--output folder (or --name) so the raw data is not overwritten.")
     # encoder specs are checked now (a typo fails fast) and loaded only once the interactions are ready
     if isinstance(text_encoder, str) or text_encoder is None:
         enc.text_encoder_kind(text_encoder)

@@ -454,12 +454,20 @@ def index_images(directory):
 
 
 def load_image(path):
-    """Open an image fully (so truncated or corrupt files fail here) as RGB; raises ``PrepareError``."""
-    from PIL import Image, UnidentifiedImageError
+    """Open an image fully (so truncated or corrupt files fail here) as upright RGB; raises ``PrepareError``.
+
+    The EXIF orientation is applied, and transparent pixels are put on a white background (product photos).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             image.load()
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+                rgba = image.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                return Image.alpha_composite(background, rgba).convert("RGB")
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise PrepareError(f"image {path} cannot be read ({exc.__class__.__name__}: {exc}). Replace or delete "
