@@ -325,7 +325,8 @@ def prepare_dataset(interactions, output, name, items=None, images=None, kcore=5
                 path = os.path.join(output, stale)
                 if os.path.isfile(path):
                     os.remove(path)
-                    log(f"removed {stale} left by an earlier run (this run has no --{'items' if modality == 'text' else 'images'})")
+                    flag = "--items" if modality == "text" else "--images"
+                    log(f"removed {stale} left by an earlier run (this run has no {flag})")
 
     summary = {
         "name": name,
