@@ -363,6 +363,8 @@ def test_headerless_ratings_csv_and_recbole_atomic_headers(tmp_path):
     ("chrono_no_time", ["--split chronological", "timestamp"]),
     ("unknown_extension", ["raw.xlsx", ".csv", ".json"]),
     ("bad_name", ["--name", "plain dataset name"]),
+    ("bad_device", ["--device gpu", "cpu"]),
+    ("bad_encoder", ["--image-encoder resnet", "efficientnet-lite0"]),
 ])
 def test_bad_input_errors_name_the_problem(tmp_path, case, needle):
     frame = random_interactions(n_users=20, n_items=10, density=0.7, seed=9)
@@ -391,6 +393,11 @@ def test_bad_input_errors_name_the_problem(tmp_path, case, needle):
         kwargs["interactions"] = "raw.xlsx"
     elif case == "bad_name":
         kwargs["name"] = "a/b"
+    elif case == "bad_device":
+        kwargs.update(items="items.csv", device="gpu")
+    elif case == "bad_encoder":
+        write_images("img", [1])
+        kwargs.update(images="img", image_encoder="resnet")
     with pytest.raises(PrepareError) as info:
         quiet(**kwargs)
     assert isinstance(info.value, ValueError)

@@ -32,10 +32,10 @@ def build_parser():
     parser.add_argument("--output", required=True, metavar="DIR",
                         help="dataset folder to write, normally <data_path>/<NAME>")
     parser.add_argument("--name", required=True, help="dataset name: writes <output>/<NAME>.inter")
-    parser.add_argument("--kcore", type=int, default=5,
+    parser.add_argument("--kcore", type=int, default=5, metavar="K",
                         help="keep only users and items with at least K interactions, iterated (default 5; "
                              "0 = off)")
-    parser.add_argument("--seed", type=int, default=999, help="seed of the random split (default 999)")
+    parser.add_argument("--seed", type=int, default=999, metavar="N", help="seed of the random split (default 999)")
     parser.add_argument("--split", choices=("random", "chronological"), default="random",
                         help="order of each user's interactions before MMRec's 8:1:1-style rule: seeded shuffle "
                              "(default) or by time (latest held out)")
@@ -49,7 +49,7 @@ def build_parser():
                         help="row for items without text/image: mean of the others (default) or zeros")
     parser.add_argument("--skip-bad-images", action="store_true",
                         help="treat unreadable image files as missing images instead of stopping")
-    parser.add_argument("--batch-size", type=int, default=32, help="encoder batch size (default 32)")
+    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="encoder batch size (default 32)")
     parser.add_argument("--device", default="auto", help="torch device for the encoders: auto (default), cpu, "
                                                           "cuda, cuda:1, ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines, only errors")

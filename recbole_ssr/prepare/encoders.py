@@ -44,12 +44,18 @@ _LITE = re.compile(r"^efficientnet-lite([0-4])(?::(.+))?$", re.I)
 
 def resolve_device(device=None):
     """``None``/``'auto'`` -> ``'cuda'`` when available, else ``'cpu'``; anything else is passed to torch."""
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
     if device in (None, "", "auto"):
-        try:
-            import torch
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:
-            return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise PrepareError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto.")
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise PrepareError(f"--device {device}: not a torch device; use auto, cpu, cuda or cuda:N.") from None
     return device
 
 

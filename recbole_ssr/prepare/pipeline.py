@@ -228,6 +228,8 @@ def prepare_dataset(interactions, output, name, items=None, images=None, kcore=5
         enc.image_encoder_kind(image_encoder)
     else:
         enc.check_encoder(image_encoder, "image")
+    if items is not None or images is not None:
+        device = enc.resolve_device(device)
 
     # 1. read, drop repeated (user, item) pairs keeping the earliest interaction
     raw = read_interactions(interactions)
