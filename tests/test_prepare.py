@@ -348,10 +348,13 @@ def test_headerless_ratings_csv_and_recbole_atomic_headers(tmp_path):
     typed = frame.rename(columns={"user_id": "user_id:token", "item_id": "item_id:token",
                                   "rating": "rating:float", "timestamp": "timestamp:float"})
     typed.to_csv("tiny.inter", sep="\t", index=False)
+    frame.to_csv("excel.csv", index=False, encoding="utf-8-sig")  # with a byte-order mark
     a = quiet(interactions="ratings_Tiny.csv", output=tmp_path / "a" / "t", name="t")
     b = quiet(interactions="tiny.inter", output=tmp_path / "b" / "t", name="t")
-    assert a.n_interactions == b.n_interactions > 0
+    c = quiet(interactions="excel.csv", output=tmp_path / "c" / "t", name="t")
+    assert a.n_interactions == b.n_interactions == c.n_interactions > 0
     assert (tmp_path / "a/t/t.inter").read_bytes() == (tmp_path / "b/t/t.inter").read_bytes()
+    assert (tmp_path / "a/t/t.inter").read_bytes() == (tmp_path / "c/t/t.inter").read_bytes()
 
 
 @pytest.mark.parametrize("case, needle", [

@@ -88,7 +88,7 @@ def _read_table(path, sep, header="infer", names=None):
                   header=header, names=names, skipinitialspace=False)
     try:
         try:
-            return pd.read_csv(path, encoding="utf-8", **kwargs)
+            return pd.read_csv(path, encoding="utf-8-sig", **kwargs)
         except UnicodeDecodeError:
             return pd.read_csv(path, encoding="latin-1", **kwargs)
     except pd.errors.EmptyDataError:
@@ -117,7 +117,7 @@ def _read_json_records(path, keep):
     opener = gzip.open if path.lower().endswith(".gz") else open
     records = []
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
+        with opener(path, "rt", encoding="utf-8-sig") as f:
             first = f.readline()
             if first.lstrip().startswith("["):
                 data = json.loads(first + f.read())
