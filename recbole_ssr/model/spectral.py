@@ -46,10 +46,15 @@ Methods (config ``band_method``):
 ``auto``
     ``eigen`` when N <= ``eigen_max_nodes``, else ``chebyshev``.
 
-Edge caching: the edges (eigen borders, chebyshev edges) are re-estimated every ``refresh_every`` calls
-(1 = every call, the default; 0 = only on the first call, then frozen); in between the cached edges are reused
-and a ``chebyshev`` call costs only the K filter products. :meth:`SpectralBandDecomposer.refresh` forces a
-re-estimation on the next call (e.g. before an evaluation).
+Edge caching (config ``band_refresh_every``, ``band_track_edges``): the edges are estimated exactly from the
+current signal every ``refresh_every`` calls (1 = every call, the default; 0 = only on the first call). On the
+other calls, with ``track_edges`` (default) the edges are re-solved from the moments that the previous call's
+filtering pass measured for free (⌈K/2⌉ extra dot products, no sparse product), i.e. they lag the signal by one
+call; without it they stay frozen. So a ``chebyshev`` call costs 1.5·K sparse products on a refresh and K
+otherwise. (``eigen`` gets the energies free with the GFT: with ``track_edges`` its borders always follow the
+current signal.) With an ``edge_signal`` the free moments are not those of the edge signal: the edges stay frozen
+between refreshes. :meth:`SpectralBandDecomposer.refresh` forces an exact estimate on the next call (e.g. before
+an evaluation).
 
 Energy shares (diagnostics, :func:`band_energy_shares`): the default ``'projection'`` share of band m is
 ⟨X, band_m⟩ / ‖X‖² = Σ_k h_m(λ_k) e_k / Σ_k e_k, the exact GFT energy the band's filter response assigns to it;
@@ -60,6 +65,7 @@ and for the ``reference`` bank they can be negative (its responses change sign).
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -216,6 +222,23 @@ def _column_chunks(width, col_chunk):
     return [slice(s, min(s + step, width)) for s in range(0, width, step)]
 
 
+def _moment_update(mu, j, cur, prev, mu0, mu1):
+    """Doubling identities: add μ_{2j-1} = 2⟨T_j x, T_{j-1} x⟩ - μ_1 (j > 1) and μ_{2j} = 2⟨T_j x, T_j x⟩ - μ_0
+    (those within ``len(mu) - 1``) of one column chunk to ``mu``; ``cur`` = T_j x, ``prev`` = T_{j-1} x."""
+    order = len(mu) - 1
+    if 1 < j and 2 * j - 1 <= order:
+        mu[2 * j - 1] += 2.0 * _dot(cur, prev) - mu1
+    if 2 * j <= order:
+        mu[2 * j] += 2.0 * _dot(cur, cur) - mu0
+
+
+def _next(adj, cur, prev, x0):
+    """T_{k+1} x = 2 L̃ T_k x - T_{k-1} x, overwriting the T_{k-1} buffer unless it is the caller's x."""
+    if prev is x0:
+        return torch.sparse.addmm(prev, adj, cur, beta=-1.0, alpha=-2.0)
+    return _recur(adj, cur, prev)
+
+
 @torch.no_grad()
 def chebyshev_moments(adj, x, order, col_chunk=None):
     """μ_0..μ_order with μ_k = Σ_f x_fᵀ T_k(-Â) x_f, using ⌈order/2⌉ sparse products (doubling identities).
@@ -233,33 +256,38 @@ def chebyshev_moments(adj, x, order, col_chunk=None):
         prev, cur = x0, _first(adj, x0)
         mu1 = _dot(x0, cur)
         mu[1] += mu1
-        for j in range(1, half + 1):  # cur = T_j, prev = T_{j-1}
-            if 2 * j - 1 <= order and j > 1:
-                mu[2 * j - 1] += 2.0 * _dot(cur, prev) - mu1
-            if 2 * j <= order:
-                mu[2 * j] += 2.0 * _dot(cur, cur) - mu0
+        for j in range(1, half + 1):  # cur = T_j x, prev = T_{j-1} x
+            _moment_update(mu, j, cur, prev, mu0, mu1)
             if j < half:
-                nxt = _recur(adj, cur, prev) if prev is not x0 else torch.sparse.addmm(prev, adj, cur, beta=-1.0,
-                                                                                       alpha=-2.0)
-                prev, cur = cur, nxt
+                prev, cur = cur, _next(adj, cur, prev, x0)
     return mu
 
 
-def _apply_bank(adj, x, coeffs, out, col_chunk):
-    """out[m] = Σ_k coeffs[m, k] T_k(L̃) x for m < M-1 and out[M-1] = x - Σ_m out[m] (no autograd)."""
+def _apply_bank(adj, x, coeffs, out, col_chunk, moments=None):
+    """out[m] = Σ_k coeffs[m, k] T_k(L̃) x for m < M-1 and out[M-1] = x - Σ_m out[m] (no autograd).
+
+    If ``moments`` (float64 array, length <= 2K+1) is given, the signal's Chebyshev moments are accumulated into
+    it along the way (a few dot products, no extra sparse product).
+    """
     n_filt, order = coeffs.shape[0], coeffs.shape[1] - 1
     for cols in _column_chunks(x.shape[1], col_chunk):
         x0 = x[:, cols].contiguous()
         acc = [out[m, :, cols] for m in range(n_filt)]
         for m in range(n_filt):
             acc[m].copy_(x0).mul_(coeffs[m, 0])
+        if moments is not None:
+            mu0 = _dot(x0, x0)
+            moments[0] += mu0
         if order >= 1:
             prev, cur = x0, _first(adj, x0)
+            if moments is not None and len(moments) > 1:
+                mu1 = _dot(x0, cur)
+                moments[1] += mu1
             for k in range(1, order + 1):
                 if k > 1:
-                    nxt = _recur(adj, cur, prev) if prev is not x0 else torch.sparse.addmm(
-                        prev, adj, cur, beta=-1.0, alpha=-2.0)
-                    prev, cur = cur, nxt
+                    prev, cur = cur, _next(adj, cur, prev, x0)
+                if moments is not None and 2 * k - 1 < len(moments):
+                    _moment_update(moments, k, cur, prev, mu0, mu1)
                 for m in range(n_filt):
                     if coeffs[m, k] != 0.0:
                         acc[m].add_(cur, alpha=coeffs[m, k])
@@ -308,16 +336,16 @@ class _ChebyshevBank(torch.autograd.Function):
     """bands = [h_0(L) x, ..., h_{M-2}(L) x, x - Σ] with h_m = Σ_k coeffs[m, k] T_k(L - I); linear in x."""
 
     @staticmethod
-    def forward(ctx, x, adj, coeffs, col_chunk):
+    def forward(ctx, x, adj, coeffs, col_chunk, moments):
         ctx.adj, ctx.coeffs, ctx.col_chunk = adj, coeffs, col_chunk
         out = torch.empty((coeffs.shape[0] + 1,) + tuple(x.shape), dtype=x.dtype, device=x.device)
-        return _apply_bank(adj, x.detach(), coeffs, out, col_chunk)
+        return _apply_bank(adj, x.detach(), coeffs, out, col_chunk, moments)
 
     @staticmethod
     def backward(ctx, grad):
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None
-        return _apply_bank_adjoint(ctx.adj, grad.contiguous(), ctx.coeffs, ctx.col_chunk), None, None, None
+            return None, None, None, None, None
+        return _apply_bank_adjoint(ctx.adj, grad.contiguous(), ctx.coeffs, ctx.col_chunk), None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -396,8 +424,10 @@ class SpectralBandDecomposer(nn.Module):
             ``cheb_order``); transition width ~π/(K+2) in arccos(λ-1); cost 1.5·K sparse products per call.
         eigen_max_nodes: largest N for the dense ``eigen`` path, and the ``auto`` switch (config
             ``eigen_max_nodes``, reference 5000).
-        refresh_every: re-estimate band edges every this many calls; 0 = only on the first call (config
-            ``band_refresh_every``).
+        refresh_every: estimate the band edges exactly every this many calls; 0 = only on the first call (config
+            ``band_refresh_every``; see "Edge caching" in the module doc).
+        track_edges: between exact estimates, follow the signal with one-call-old free moments (True) or keep
+            the edges frozen (False) (config ``band_track_edges``).
         col_chunk: process this many signal columns at a time in the sparse paths (None = all; config
             ``band_col_chunk``); lowers the working memory to (M + 1)·N·D + 3·N·col_chunk floats.
         eigen_dtype: dtype of the cached eigendecomposition (float32: ~12 s for N = 5000 on 2 cores, float64 ~3x
@@ -407,13 +437,15 @@ class SpectralBandDecomposer(nn.Module):
     between the last eigenvalue of band j-1 and the first of band j; None for ``reference``), ``energy_shares``
     (projection shares of the last call, see :func:`band_energy_shares`), ``moments`` (chebyshev, μ_0..μ_K of the
     signal the edges were estimated from), ``borders`` (eigen, mode indices), ``coefficients`` (chebyshev /
-    reference, [M-1, K+1] in L - I), ``method`` (the resolved method), ``calls``.
+    reference, [M-1, K+1] in L - I), ``method`` (the resolved method), ``calls``, ``timings`` (seconds of the
+    last call's phases: chebyshev/reference ``edges_s``, ``filter_s``, ``shares_s``; eigen ``eigh_s`` (0 once
+    cached), ``bands_s``).
     The module has no parameters or buffers (checkpoints stay small); the graph and the eigenbasis are cached
     per (device, dtype) on first use.
     """
 
     def __init__(self, adj, num_bands=3, method="auto", k_poly=5, cheb_order=32, eigen_max_nodes=5000,
-                 refresh_every=1, col_chunk=None, eigen_dtype=torch.float32):
+                 refresh_every=1, track_edges=True, col_chunk=None, eigen_dtype=torch.float32):
         super().__init__()
         if method not in BAND_METHODS:
             raise ValueError(f"unknown band_method '{method}': use one of {BAND_METHODS}")
@@ -440,6 +472,10 @@ class SpectralBandDecomposer(nn.Module):
         self.k_poly = int(k_poly)
         self.cheb_order = int(cheb_order)
         self.refresh_every = int(refresh_every)
+        if self.refresh_every < 0:
+            raise ValueError(f"refresh_every must be >= 0, got {refresh_every}")
+        self.track_edges = bool(track_edges)
+        self._free_moments = None
         self.col_chunk = col_chunk
         self.eigen_dtype = eigen_dtype
         self._adj_cache = {}
@@ -451,6 +487,7 @@ class SpectralBandDecomposer(nn.Module):
         self.moments = None
         self.borders = None
         self.coefficients = None
+        self.timings = {}
         if self.method == "reference":
             coeffs = reference_coefficients(self.num_bands, self.k_poly)
             nonzero = np.flatnonzero(np.abs(coeffs).sum(0)) if coeffs.size else np.zeros(0, dtype=int)
@@ -483,8 +520,9 @@ class SpectralBandDecomposer(nn.Module):
         """Force the band edges to be re-estimated on the next call."""
         self._stale = True
 
-    def _due(self):
-        return self._stale or (self.refresh_every > 0 and self.calls % self.refresh_every == 0)
+    def _due(self, calls=None):
+        calls = self.calls if calls is None else calls
+        return self._stale or calls == 0 or (self.refresh_every > 0 and calls % self.refresh_every == 0)
 
     # -- forward -----------------------------------------------------------------------------------------------
     def forward(self, x, edge_signal=None):
@@ -510,12 +548,15 @@ class SpectralBandDecomposer(nn.Module):
         return bands
 
     def _forward_eigen(self, x, edge_signal):
+        start = time.perf_counter()
         evals, evecs = self.eigenbasis(x.device, x.dtype)
+        mid = time.perf_counter()
         basis = evecs.to(x.dtype)
         coeff = basis.T @ x  # GFT, differentiable
-        if self._due() or self.borders is None:
+        due = self._due() or self.borders is None
+        if due or (self.track_edges and edge_signal is None):
             with torch.no_grad():
-                c = coeff.detach() if edge_signal is None else basis.T @ edge_signal.to(basis.dtype)
+                c = coeff.detach() if edge_signal is None else basis.T @ edge_signal.detach().to(basis.dtype)
                 energy = (c.double() ** 2).sum(1)
                 total = float(energy.sum())
                 n, m = self.num_nodes, self.num_bands
@@ -539,20 +580,36 @@ class SpectralBandDecomposer(nn.Module):
             total = energy.sum()
             shares = torch.stack([energy[s:e].sum() for s, e in zip(self.borders[:-1], self.borders[1:])])
             self.energy_shares = (shares / total if total > 0 else torch.zeros_like(shares)).cpu()
+        self.timings = {"eigh_s": mid - start, "bands_s": time.perf_counter() - mid}
         return bands
 
     def _forward_chebyshev(self, x, edge_signal):
         adj = self.adjacency(x.device, x.dtype)
-        if self.method == "chebyshev" and (self._due() or self.coefficients is None):
-            signal = x.detach() if edge_signal is None else edge_signal.detach().to(x.dtype)
-            self.moments = chebyshev_moments(adj, signal, self.cheb_order, self.col_chunk)
-            edges = equal_energy_edges(self.moments, self.num_bands)
-            self.coefficients = _band_coefficients_from_edges(edges, self.cheb_order)
-            self.band_edges = torch.as_tensor(1.0 + edges, dtype=torch.float64)
-            self._stale = False
-        bands = _ChebyshevBank.apply(x, adj, np.asarray(self.coefficients, dtype=np.float64), self.col_chunk)
+        start = time.perf_counter()
+        free = None
+        if self.method == "chebyshev":
+            if self._due() or self.coefficients is None:
+                signal = x.detach() if edge_signal is None else edge_signal.detach().to(x.dtype)
+                self._set_edges(chebyshev_moments(adj, signal, self.cheb_order, self.col_chunk))
+                self._stale = False
+            elif self.track_edges and self._free_moments is not None:
+                self._set_edges(self._free_moments)
+            self._free_moments = None
+            if self.track_edges and edge_signal is None and not self._due(self.calls + 1):
+                free = np.zeros(self.cheb_order + 1)  # filled by the filter pass, used by the next call
+        mid = time.perf_counter()
+        bands = _ChebyshevBank.apply(x, adj, np.asarray(self.coefficients, dtype=np.float64), self.col_chunk, free)
+        self._free_moments = free
+        end = time.perf_counter()
         self.energy_shares = band_energy_shares(bands, x)
+        self.timings = {"edges_s": mid - start, "filter_s": end - mid, "shares_s": time.perf_counter() - end}
         return bands
+
+    def _set_edges(self, moments):
+        self.moments = np.asarray(moments, dtype=np.float64)
+        edges = equal_energy_edges(self.moments, self.num_bands)
+        self.coefficients = _band_coefficients_from_edges(edges, self.cheb_order)
+        self.band_edges = torch.as_tensor(1.0 + edges, dtype=torch.float64)
 
     # -- diagnostics -------------------------------------------------------------------------------------------
     def band_responses(self, lam):
@@ -585,4 +642,5 @@ class SpectralBandDecomposer(nn.Module):
 
     def extra_repr(self):
         return (f"num_nodes={self.num_nodes}, num_bands={self.num_bands}, method='{self.method}', "
-                f"cheb_order={self.cheb_order}, k_poly={self.k_poly}, refresh_every={self.refresh_every}")
+                f"cheb_order={self.cheb_order}, k_poly={self.k_poly}, refresh_every={self.refresh_every}, "
+                f"track_edges={self.track_edges}")
