@@ -78,6 +78,8 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=show, callback_fn=callback_fn)
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show)
+    if getattr(trainer, "tensorboard", None) is not None:
+        trainer.tensorboard.close()  # else its writer thread keeps logging into this run's folder
     outcome = {
         "model": config["model"],
         "dataset": config["dataset"],

