@@ -7,6 +7,7 @@ so the peak RSS reported is that size's own.
 
     python benchmarks/spectral_scaling.py                       # the default table (1e4, 1e5, 1e6; eigen 1e3, 5e3)
     python benchmarks/spectral_scaling.py --cheb-nodes 1e5 --eigen-nodes --backward   # one size, with backward
+    python benchmarks/spectral_scaling.py --accuracy 2000 --cheb-nodes --eigen-nodes   # chebyshev vs eigen, by K
 
 Columns: ``build_s`` graph + signal construction (not part of the decomposition); ``call_s`` one decomposition
 (forward, ``torch.no_grad``), split into ``edges_s`` (chebyshev: moment pass + edge solve; eigen: the one-time
@@ -14,6 +15,10 @@ dense eigh) and ``filter_s`` (chebyshev: the K filter products; eigen: GFT + ban
 ``cached_s`` (eigen only) a second call with the cached eigenbasis; ``bwd_s`` (with ``--backward``) one
 backward pass of sum(bands * R) w.r.t. X; ``rss_start`` RSS before the call (graph + X in memory), ``rss_peak``
 the sampled peak RSS during the call(s), ``maxrss`` the process high-water mark (ru_maxrss), all in GiB.
+
+``--accuracy N`` compares ``chebyshev`` (for each ``--orders`` K) with exact ``eigen`` bands on one graph of N
+nodes: max |λ-edge difference|, leakage Σ_m ‖B_cheb,m - B_eig,m‖² / ‖X‖², max |‖band‖²-share difference|,
+and the max deviation of the projection shares from 1/M (chebyshev and eigen).
 """
 
 import argparse
@@ -139,6 +144,40 @@ def worker(args):
     print("RESULT " + json.dumps(row), flush=True)
 
 
+def accuracy(args):
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+    sys.path.insert(0, ROOT)
+    from recbole_ssr.model.spectral import SpectralBandDecomposer, band_energy_shares
+
+    torch.manual_seed(args.seed)
+    n = args.accuracy
+    adj = build_graph(n, args.degree, args.seed)
+    h = torch.randn(n, args.width)
+    x = h + torch.sparse.mm(adj, h)
+    x = x + torch.sparse.mm(adj, x - h)
+    total = float((x.double() ** 2).sum())
+    print(f"\naccuracy vs eigen: N={n}, nnz={adj._nnz()}, D={args.width}, signal H + ÂH + Â²H\n")
+    print("| M | K | max abs edge diff (λ) | leakage Σ‖ΔB‖²/‖X‖² | max abs norm-share diff | "
+          "max abs proj-share - 1/M (cheb) | (eigen) |")
+    print("|---|---|---|---|---|---|---|")
+    for m in args.bands_list:
+        eig = SpectralBandDecomposer(adj, m, "eigen", eigen_max_nodes=n)
+        b_eig = eig(x)
+        norm_eig = band_energy_shares(b_eig, kind="norm")
+        dev_eig = float((eig.energy_shares - 1 / m).abs().max())
+        for k in args.orders:
+            cheb = SpectralBandDecomposer(adj, m, "chebyshev", cheb_order=k)
+            b = cheb(x)
+            leak = sum(float(((b[i] - b_eig[i]).double() ** 2).sum()) for i in range(m)) / total
+            print(f"| {m} | {k} | {float((cheb.band_edges - eig.band_edges).abs().max()):.4f} | {leak:.4f} | "
+                  f"{float((band_energy_shares(b, kind='norm') - norm_eig).abs().max()):.4f} | "
+                  f"{float((cheb.energy_shares - 1 / m).abs().max()):.1e} | {dev_eig:.1e} |", flush=True)
+
+
 def machine():
     model = "?"
     with open("/proc/cpuinfo") as fh:
@@ -167,6 +206,9 @@ def main():
     p.add_argument("--backward", action="store_true", help="also time one backward pass")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--accuracy", type=int, default=0, help="also compare with eigen on a graph of this many nodes")
+    p.add_argument("--orders", type=int, nargs="*", default=[8, 16, 24, 32, 48, 64], help="K for --accuracy")
+    p.add_argument("--bands-list", type=int, nargs="*", default=[3, 4], help="M for --accuracy")
     p.add_argument("--json", default=None, help="append result rows to this JSON-lines file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", default="chebyshev", help=argparse.SUPPRESS)
@@ -203,13 +245,16 @@ def main():
               f"maxrss={row['maxrss']:.2f} GiB shares={row['shares']} edges={row['edges_lambda']} "
               f"sum_err={row['sum_err']:.1e}", flush=True)
     print("\n| method | N | nnz(Â) | K | call s | edges s | filter s | cached s | bwd s | RSS start GiB | "
-          "RSS peak GiB | maxrss GiB | shares | edges λ |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "RSS peak GiB | RSS peak bwd GiB | maxrss GiB | shares | edges λ |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['method']} | {r['nodes']:,} | {r['nnz']:,} | {fmt(r['cheb_order'])} | {r['call_s']:.2f} | "
               f"{fmt(r['edges_s'])} | {fmt(r['filter_s'])} | {fmt(r.get('cached_s'))} | {fmt(r.get('bwd_s'))} | "
-              f"{r['rss_start']:.2f} | {r['rss_peak']:.2f} | {r['maxrss']:.2f} | {r['shares']} | "
+              f"{r['rss_start']:.2f} | {r['rss_peak']:.2f} | {fmt(r.get('rss_peak_bwd'))} | {r['maxrss']:.2f} | "
+              f"{r['shares']} | "
               f"{r['edges_lambda']} |")
+    if args.accuracy:
+        accuracy(args)
 
 
 if __name__ == "__main__":

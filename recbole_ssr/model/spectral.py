@@ -304,7 +304,7 @@ def _apply_bank_adjoint(adj, grad, coeffs, col_chunk):
     n_filt, order = coeffs.shape[0], coeffs.shape[1] - 1
     totals = coeffs.sum(0)
     g_last_full = grad[n_filt]
-    result = torch.empty_like(g_last_full)
+    result = torch.empty(g_last_full.shape, dtype=g_last_full.dtype, device=g_last_full.device)
 
     def add_y(buf, k, g, g_last):
         for m in range(n_filt):
@@ -345,7 +345,7 @@ class _ChebyshevBank(torch.autograd.Function):
     def backward(ctx, grad):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
-        return _apply_bank_adjoint(ctx.adj, grad.contiguous(), ctx.coeffs, ctx.col_chunk), None, None, None, None
+        return _apply_bank_adjoint(ctx.adj, grad, ctx.coeffs, ctx.col_chunk), None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------------------------
