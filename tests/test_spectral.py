@@ -17,6 +17,16 @@ from recbole_ssr.model.spectral import (SpectralBandDecomposer, band_energy_shar
 warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """These graphs are tiny: one thread is as fast and immune to other jobs oversubscribing the CPU (with 2 busy
+    cores, 2-thread OpenMP regions of tiny ops were measured 10-100x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def bipartite_adj(n_users, n_items, degree, seed, isolated=0):
     """Â = D^-1/2 A D^-1/2 (coalesced COO float32) of a random bipartite graph, users first, then items,
     plus ``isolated`` nodes at the end with no edge (all-zero rows)."""
@@ -41,9 +51,11 @@ def smooth_signal(adj, width, seed):
 
 
 def dense_spectrum(adj):
-    """(λ ascending, U) of L = I - Â in float64 numpy, independently of the module."""
-    a = adj.to_dense().double().numpy()
-    return np.linalg.eigh(np.eye(a.shape[0]) - a)
+    """(λ ascending, U) of L = I - Â in float64 numpy, independently of the module (torch eigh: numpy's BLAS
+    threads are not limited by ``single_thread``)."""
+    a = adj.to_dense().double()
+    lam, u = torch.linalg.eigh(torch.eye(a.shape[0], dtype=torch.float64) - a)
+    return lam.numpy(), u.numpy()
 
 
 def dense_cheb(a, order):
