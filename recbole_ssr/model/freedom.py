@@ -1,0 +1,125 @@
+"""FREEDOM: A Tale of Two Graphs - Freezing and Denoising Graph Structures for Multimodal Recommendation
+(Zhou & Shen, ACM MM 2023). Behaviour of the authors' code (enoche/FREEDOM, as in MMRec).
+
+1. **Frozen item-item graph** (Sec. 3.1): per modality m, the binary top-``knn_k`` cosine kNN graph of the raw
+   features, D^-1/2 A_m D^-1/2; mixed S = Σ_m w_m Ŝ_m with fixed weights (the paper: 0.1·image + 0.9·text).
+   Built once before training (disk-cached), never updated - a buffer, not a parameter.
+2. **Denoised user-item graph** (Sec. 3.2, degree-sensitive edge pruning): before every training epoch
+   (``pre_epoch_processing``) keep ``int((1 - dropout)·|E|)`` training edges drawn without replacement with
+   probability ∝ 1/sqrt(d_u d_i), and re-normalise the kept graph D^-1/2 A' D^-1/2 with its own degrees.
+   Evaluation uses the full graph Â.
+3. **Propagation** (Sec. 3.3): h = S^L e_id (``n_mm_layers`` = 1) on the item ID embeddings; LightGCN over the
+   (pruned) user-item graph (``n_ui_layers`` = 2, mean of the layers); item = LightGCN item + h.
+4. **Loss** (Sec. 3.4): BPR(u, i⁺, i⁻) + ``reg_weight`` · Σ_m BPR(u, f_m(i⁺), f_m(i⁻)) with f_m(i) = W_m x_m,i + b_m
+   the projected raw features (``finetune_features``: the raw tables are trainable, as in the authors' code).
+
+Modality weights of the frozen graph, for any modality set: ``modality_weights`` (a ``{name: w}`` mapping naming
+every modality, or a list in modality order) when set; otherwise ``reference_modality_weights`` (the authors'
+``{image: 0.1, text: 0.9}``) when the dataset has exactly those modalities; otherwise equal weights 1/M (e.g.
+TikTok's image + audio, a single modality, or image + text + audio). Weights are normalised to sum to 1.
+"""
+
+from logging import getLogger
+
+import torch
+from torch import nn
+
+from recbole_ssr.model.abstract import MultimodalRecommender
+from recbole_ssr.model.graph import bipartite_edges, normalized_adjacency, sparse_to_csr
+from recbole_ssr.model.layers import (FeatureTables, degree_edge_weights, degree_sensitive_pruning,
+                                      lightgcn_propagate)
+from recbole_ssr.model.losses import bpr_loss
+
+
+class FREEDOM(MultimodalRecommender):
+    min_modalities = 1
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        dim = config["embedding_size"]
+        self.knn_k = int(config["knn_k"])
+        self.n_mm_layers = int(config["n_mm_layers"])
+        self.n_ui_layers = int(config["n_ui_layers"])
+        self.reg_weight = float(config["reg_weight"])
+        self.dropout = float(config["dropout"])
+
+        self.user_embedding = nn.Embedding(self.n_users, dim)
+        self.item_id_embedding = nn.Embedding(self.n_items, dim)
+        nn.init.xavier_uniform_(self.user_embedding.weight)
+        nn.init.xavier_uniform_(self.item_id_embedding.weight)
+        self.features = FeatureTables(self.modality_features, config["finetune_features"])
+        self.projections = nn.ModuleDict({name: nn.Linear(table.shape[1], dim)
+                                          for name, table in self.features.items()})
+
+        # 1. frozen multimodal item graph
+        self.mm_weights = self.graph_modality_weights(config)
+        getLogger().info("FREEDOM item graph weights: "
+                         + ", ".join(f"{m}={w:.3g}" for m, w in zip(self.modality_names, self.mm_weights)))
+        graphs = [weight * self.knn_item_graph(name, self.knn_k, "sym")
+                  for name, weight in zip(self.modality_names, self.mm_weights)]
+        mm_adj = graphs[0]
+        for graph in graphs[1:]:
+            mm_adj = mm_adj + graph
+        mm_adj = mm_adj.coalesce()
+        self.register_buffer("mm_adj", sparse_to_csr(mm_adj.to(self.device)), persistent=False)
+
+        # 2. user-item graph: full for evaluation, the training edges and their pruning weights 1/sqrt(d_u d_i)
+        self.register_buffer("norm_adj", sparse_to_csr(self.norm_adj_matrix()), persistent=False)
+        users, items = bipartite_edges(self.interaction_matrix)
+        users = torch.as_tensor(users, device=self.device)
+        items = torch.as_tensor(items, device=self.device)
+        self.register_buffer("edge_users", users, persistent=False)
+        self.register_buffer("edge_items", items, persistent=False)
+        self.register_buffer("edge_weights", degree_edge_weights(users, items, self.n_users, self.n_items),
+                             persistent=False)
+        self.masked_adj = None
+        self.kept_edges = None  # (users, items) kept for the current epoch
+
+    def graph_modality_weights(self, config):
+        """``modality_weights`` if set, else the authors' ``reference_modality_weights`` when the dataset has
+        exactly those modalities, else uniform (see the module docstring)."""
+        weights = config["modality_weights"]
+        if weights is None:
+            reference = config["reference_modality_weights"] or {}
+            if set(reference) == set(self.modality_names):
+                weights = reference
+            else:
+                weights = [1.0] * len(self.modality_names)
+        return self.modality_weights(weights=weights)
+
+    def pre_epoch_processing(self, epoch=None):
+        """Degree-sensitive edge pruning of the user-item graph for the coming epoch."""
+        if self.dropout <= 0.0:
+            self.kept_edges = (self.edge_users, self.edge_items)
+            self.masked_adj = self.norm_adj
+            return
+        users, items = degree_sensitive_pruning(self.edge_users, self.edge_items, self.n_users, self.n_items,
+                                                self.dropout, weights=self.edge_weights)
+        self.kept_edges = (users, items)
+        self.masked_adj = sparse_to_csr(
+            normalized_adjacency(users.cpu(), items.cpu(), self.n_users, self.n_items).to(self.edge_users.device))
+
+    def forward(self):
+        if self.training:
+            if self.masked_adj is None:
+                self.pre_epoch_processing()
+            adjacency = self.masked_adj
+        else:
+            adjacency = self.norm_adj
+        h = self.item_id_embedding.weight
+        for _ in range(self.n_mm_layers):
+            h = torch.sparse.mm(self.mm_adj, h)
+        users, items = lightgcn_propagate(adjacency, self.user_embedding.weight, self.item_id_embedding.weight,
+                                          self.n_ui_layers)
+        return users, items + h
+
+    def calculate_loss(self, interaction):
+        users, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        user_e, item_e = self.forward()
+        u = user_e[users]
+        loss = bpr_loss((u * item_e[pos]).sum(-1), (u * item_e[neg]).sum(-1))
+        content = 0.0
+        for name, table in self.features.items():
+            projected = self.projections[name](table)
+            content = content + bpr_loss((u * projected[pos]).sum(-1), (u * projected[neg]).sum(-1))
+        return loss + self.reg_weight * content
