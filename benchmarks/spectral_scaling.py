@@ -10,7 +10,7 @@ so the peak RSS reported is that size's own.
     python benchmarks/spectral_scaling.py --accuracy 2000 --cheb-nodes --eigen-nodes   # chebyshev vs eigen, by K
 
 Columns: ``build_s`` graph + signal construction (not part of the decomposition); ``call_s`` one decomposition
-(forward, ``torch.no_grad``), split into ``edges_s`` (chebyshev: moment pass + edge solve; eigen: the one-time
+(forward, ``torch.no_grad``; ``cpu_s`` its process CPU time, all threads), split into ``edges_s`` (chebyshev: moment pass + edge solve; eigen: the one-time
 dense eigh) and ``filter_s`` (chebyshev: the K filter products; eigen: GFT + band reconstruction);
 ``cached_s`` (eigen only) a second call with the cached eigenbasis; ``bwd_s`` (with ``--backward``) one
 backward pass of sum(bands * R) w.r.t. X; ``rss_start`` RSS before the call (graph + X in memory), ``rss_peak``
@@ -99,7 +99,10 @@ def worker(args):
     sys.path.insert(0, ROOT)
     from recbole_ssr.model.spectral import SpectralBandDecomposer
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    load_start = os.getloadavg()[0]
     t0 = time.perf_counter()
     adj = build_graph(args.nodes, args.degree, args.seed)
     # a smooth, LightGCN-like signal: H + ÂH + Â²H (energy concentrated at low λ, as in training)
@@ -114,10 +117,11 @@ def worker(args):
            "bands": args.bands, "cheb_order": args.cheb_order if args.method == "chebyshev" else None,
            "threads": torch.get_num_threads(), "build_s": build_s, "rss_start": _rss_gib()}
     with PeakSampler() as peak:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with torch.no_grad():
             bands = dec(x)
         row["call_s"] = time.perf_counter() - t0
+        row["cpu_s"] = time.process_time() - c0
         timings = dict(dec.timings)
         row["edges_s"] = timings.get("edges_s", timings.get("eigh_s"))
         row["filter_s"] = timings.get("filter_s", timings.get("bands_s"))
@@ -141,6 +145,7 @@ def worker(args):
             row["bwd_s"] = time.perf_counter() - t0
         row["rss_peak_bwd"] = peak.peak
     row["maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    row["load1"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     print("RESULT " + json.dumps(row), flush=True)
 
 
@@ -205,6 +210,7 @@ def main():
     p.add_argument("--col-chunk", type=int, default=None)
     p.add_argument("--backward", action="store_true", help="also time one backward pass")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads in the workers (0 = torch default)")
     p.add_argument("--timeout", type=float, default=1800)
     p.add_argument("--accuracy", type=int, default=0, help="also compare with eigen on a graph of this many nodes")
     p.add_argument("--orders", type=int, nargs="*", default=[8, 16, 24, 32, 48, 64], help="K for --accuracy")
@@ -227,6 +233,8 @@ def main():
                "--cheb-order", str(args.cheb_order), "--seed", str(args.seed)]
         if args.col_chunk:
             cmd += ["--col-chunk", str(args.col_chunk)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
         if args.backward:
             cmd.append("--backward")
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -239,18 +247,19 @@ def main():
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
-        print(f"{method:9s} N={n:>8d} nnz={row['nnz']:>9d} call={row['call_s']:.2f}s "
+        print(f"{method:9s} N={n:>8d} nnz={row['nnz']:>9d} call={row['call_s']:.2f}s cpu={row['cpu_s']:.2f}s "
               f"(edges {fmt(row['edges_s'])}s, filter {fmt(row['filter_s'])}s) cached={fmt(row.get('cached_s'))} "
               f"bwd={fmt(row.get('bwd_s'))} rss_start={row['rss_start']:.2f} rss_peak={row['rss_peak']:.2f} "
-              f"maxrss={row['maxrss']:.2f} GiB shares={row['shares']} edges={row['edges_lambda']} "
+              f"maxrss={row['maxrss']:.2f} GiB load1={row['load1']} shares={row['shares']} edges={row['edges_lambda']} "
               f"sum_err={row['sum_err']:.1e}", flush=True)
-    print("\n| method | N | nnz(Â) | K | call s | edges s | filter s | cached s | bwd s | RSS start GiB | "
-          "RSS peak GiB | RSS peak bwd GiB | maxrss GiB | shares | edges λ |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| method | N | nnz(Â) | K | call s | CPU s | edges s | filter s | cached s | bwd s | RSS start GiB | "
+          "RSS peak GiB | RSS peak bwd GiB | maxrss GiB | threads | load avg (start, end) | shares | edges λ |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['nodes']:,} | {r['nnz']:,} | {fmt(r['cheb_order'])} | {r['call_s']:.2f} | "
+        print(f"| {r['method']} | {r['nodes']:,} | {r['nnz']:,} | {fmt(r['cheb_order'])} | {r['call_s']:.2f} | {r['cpu_s']:.2f} | "
               f"{fmt(r['edges_s'])} | {fmt(r['filter_s'])} | {fmt(r.get('cached_s'))} | {fmt(r.get('bwd_s'))} | "
               f"{r['rss_start']:.2f} | {r['rss_peak']:.2f} | {fmt(r.get('rss_peak_bwd'))} | {r['maxrss']:.2f} | "
+              f"{r['threads']} | {r['load1']} | "
               f"{r['shares']} | "
               f"{r['edges_lambda']} |")
     if args.accuracy:

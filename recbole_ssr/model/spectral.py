@@ -28,6 +28,10 @@ Methods (config ``band_method``):
     (the Jackson kernel is positive). Because F is exactly the energy the low-pass G_j keeps,
     ⟨X, h_m(L) X⟩ = F(a_{m+1}) - F(a_m) = 1/M: the bands are equal-energy in the projection sense *exactly*
     (up to the float32 moments), with smooth transitions of width ~π/(K+2) in arccos(λ - 1).
+    Against exact ``eigen`` bands (benchmarks/spectral_scaling.md, N = 4000, D = 192): edges within 0.008 in λ
+    at K = 32, and a fraction ≈ 1.55(M-1)/K of the energy is assigned differently (the soft transitions; 9.5%
+    for M = 3 at K = 32, 4.9% at K = 64). A point mass of energy at one eigenvalue (e.g. λ = 1, whose multiplicity
+    is >= |#users - #items|) is split between two bands in proportion to the responses, never mode by mode.
     Cost: ⌈K/2⌉ sparse products for the moments (μ_{2j} = 2⟨T_j X, T_j X⟩ - μ_0 and
     μ_{2j+1} = 2⟨T_{j+1} X, T_j X⟩ - μ_1) plus K for the filters, each O(nnz · D); memory O((M + 3) N D).
     No dense N x N matrix is ever formed; only ``addmm`` with the sparse Â is used. Edges come from the
