@@ -53,7 +53,15 @@ def build_parser():
     parser.add_argument("--scheduler", default=None, choices=["asha", "fifo"], help="trial scheduler (--tune)")
     parser.add_argument("--address", default=None, help="existing Ray cluster: 'auto' or ray://host:port (--tune)")
     parser.add_argument("--num_cpus", type=int, default=None, help="CPUs of the local Ray started by --tune")
-    parser.add_argument("--resume", action="store_true", help="resume an interrupted search (--tune)")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="FOLDER",
+                        help="resume an interrupted search (--tune): the latest unfinished one of this model and "
+                             "dataset, or the search FOLDER given")
+    # --- search resources and output (recbole_ssr/tuning.py) ---
+    parser.add_argument("--cpus_per_trial", type=float, default=None, help="CPUs per trial (--tune; default 1)")
+    parser.add_argument("--gpus_per_trial", type=float, default=None,
+                        help="GPUs per trial, fractions allowed, e.g. 0.5 (--tune; default 0 = CPU)")
+    parser.add_argument("--output", default=None,
+                        help="folder of the searches' timestamped result folders (--tune; default tune_results/)")
     parser.add_argument("--analysis", default=None, choices=["groups", "ablation", "bands", "sensitivity"],
                         help="run one of the paper's analyses")
     return parser
