@@ -192,6 +192,8 @@ def test_mm_layers_helpers():
         {"image": 40, "audio": 10}
     with pytest.raises(ConfigError, match="knn_k gives no value for modality 'audio'"):
         per_modality({"image": 40}, ["image", "audio"], "knn_k")
+    with pytest.raises(ConfigError, match="knn_k must be a number or a"):
+        per_modality("{image: 40}", ["image"], "knn_k")  # a yaml-style mapping left as a string by the CLI
     from recbole_ssr.model.graph import normalized_adjacency
     users, items = np.array([0, 0, 1]), np.array([0, 1, 1])
     block = user_item_block(normalized_adjacency(users, items, 2, 2), 2, 2).to_dense()

@@ -59,6 +59,7 @@ def per_modality(value, names, key):
                 raise ConfigError(f"{key} gives no value for modality '{name}' and no 'default' (has {list(value)}); "
                                   f"add '{name}: <value>' or 'default: <value>' to {key}.")
         return resolved
-    if value is None:
-        raise ConfigError(f"{key} is not set: give a number or a {{modality: value, default: value}} mapping.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number or a {{modality: value, default: value}} mapping, got {value!r}; "
+                          f"on the command line write e.g. --{key}=\"{{'image': 40, 'default': 10}}\".")
     return {name: value for name in names}
