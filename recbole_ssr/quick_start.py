@@ -35,6 +35,19 @@ def _plain(value):
     return str(value)
 
 
+def code_version():
+    """``git describe`` of the source checkout this package runs from (None outside a git checkout)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def config_snapshot(config):
     return {k: _plain(v) for k, v in sorted(config.final_config_dict.items())}
 
@@ -92,6 +105,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         "n_params": int(sum(p.numel() for p in model_obj.parameters() if p.requires_grad)),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "finished_at": get_local_time(),
+        "code_version": code_version(),
         "config": config_snapshot(config),
     }
     logger.info(f"best valid: {outcome['best_valid_result']}")

@@ -31,7 +31,7 @@ def test_default_dataset_builds_and_aligns(tmp_path):
 
 def test_default_run_with_no_arguments_uses_the_embedded_dataset(tmp_path):
     build_default_dataset(str(tmp_path / "dataset" / "ml-100k"), text_encoder=fake_encoder)
-    outcome = run(config_dict=dict(QUICK), model="VBPR", dataset="ml-100k")
+    outcome = run(config_dict=dict(QUICK, train_batch_size=8192), model="VBPR", dataset="ml-100k")
     assert outcome["dataset"] == "ml-100k" and outcome["epochs_run"] == 1
 
 
