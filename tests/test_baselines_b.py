@@ -9,7 +9,7 @@ from recbole.data.interaction import Interaction
 
 from conftest import QUICK
 from recbole_ssr.errors import ConfigError
-from recbole_ssr.model.mm_layers import per_modality, sparse_max, user_item_block
+from recbole_ssr.model.layers import per_modality, sparse_max, user_item_block
 from recbole_ssr.model.smore import FUSION, SpectralFilter
 from recbole_ssr.quick_start import prepare, run
 from recbole_ssr.utils import get_model

@@ -1,4 +1,4 @@
-"""Building blocks shared by the graph-based multimodal baselines (LATTICE, FREEDOM, BM3, and open to the others).
+"""Building blocks shared by the graph-based multimodal baselines (LATTICE, FREEDOM, BM3, MGCN, LGMRec, SMORE).
 
 Graphs are kept as sparse tensors or as edge lists ``(rows, cols, values)``; nothing here forms a dense N x N or
 I x I matrix.
@@ -18,6 +18,11 @@ Edge sampling
     * :func:`degree_edge_weights` - 1/sqrt(d_u d_i) for every user-item edge.
     * :func:`sample_edges` - ``keep`` edge indices without replacement, proportional to weights (uniform if none).
     * :func:`degree_sensitive_pruning` - FREEDOM's pruning: keep (1 - dropout)|E| edges drawn ~ 1/sqrt(d_u d_i).
+MGCN / LGMRec / SMORE
+    * :func:`propagate` - Â^L E, last layer only (item-item views, LGMRec's modality graph embedding).
+    * :func:`user_item_block` - the user->item block R̂ = D_u^-1/2 R D_i^-1/2 of Â ("normalised R").
+    * :func:`sparse_max` - element-wise max of sparse graphs over the union of their edges (SMORE's fusion graph).
+    * :func:`per_modality` - a scalar or ``{name: value, default: value}`` config entry resolved per modality.
 Features
     * :class:`FeatureTables` - raw modality features as trainable parameters (the authors'
       ``nn.Embedding.from_pretrained(freeze=False)``) or frozen buffers.
@@ -26,6 +31,7 @@ Features
 import torch
 from torch import nn
 
+from recbole_ssr.errors import ConfigError
 from recbole_ssr.model.graph import knn_adjacency, knn_neighbours, sym_normalized
 
 
@@ -180,3 +186,56 @@ class FeatureTables(nn.Module):
 
     def items(self):
         return [(name, self[name]) for name in self.names]
+
+
+# -- pieces of MGCN / LGMRec / SMORE ----------------------------------------------------------------------
+def propagate(adjacency, embeddings, n_layers):
+    """Â^L E: ``n_layers`` plain sparse products, last layer only (item-item views, LGMRec's modality graph)."""
+    for _ in range(int(n_layers)):
+        embeddings = torch.sparse.mm(adjacency, embeddings)
+    return embeddings
+
+
+def user_item_block(norm_adj, n_users, n_items):
+    """The [n_users, n_items] block of the (users-first) normalised adjacency: R̂_ui = 1/√(d_u d_i)."""
+    norm_adj = norm_adj.coalesce()
+    rows, cols = norm_adj.indices()
+    keep = (rows < n_users) & (cols >= n_users)
+    indices = torch.stack([rows[keep], cols[keep] - n_users])
+    return torch.sparse_coo_tensor(indices, norm_adj.values()[keep], (n_users, n_items)).coalesce()
+
+
+def sparse_max(graphs):
+    """Element-wise max over the union of edges of equally shaped sparse graphs (an edge missing from a graph
+    does not take part in its max, as SMORE's ``max_pool_fusion`` fills missing entries with -inf)."""
+    graphs = [g.coalesce() for g in graphs]
+    shape = graphs[0].shape
+    indices = torch.cat([g.indices() for g in graphs], dim=1)
+    values = torch.cat([g.values() for g in graphs])
+    keys = indices[0] * shape[1] + indices[1]
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    fused = torch.full((unique.numel(),), float("-inf"), dtype=values.dtype, device=values.device)
+    fused = fused.scatter_reduce(0, inverse, values, reduce="amax", include_self=True)
+    fused_indices = torch.stack([unique // shape[1], unique % shape[1]])
+    return torch.sparse_coo_tensor(fused_indices, fused, shape).coalesce()
+
+
+def per_modality(value, names, key):
+    """Resolve a per-modality config entry: a number (same for every modality) or a mapping
+    ``{modality: value, ..., default: value}``; names absent from the mapping take ``default``.
+    Mapping keys that are not modalities of this dataset are ignored (one yaml serves Amazon and TikTok)."""
+    if isinstance(value, dict):
+        resolved = {}
+        for name in names:
+            if name in value:
+                resolved[name] = value[name]
+            elif "default" in value:
+                resolved[name] = value["default"]
+            else:
+                raise ConfigError(f"{key} gives no value for modality '{name}' and no 'default' (has {list(value)}); "
+                                  f"add '{name}: <value>' or 'default: <value>' to {key}.")
+        return resolved
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number or a {{modality: value, default: value}} mapping, got {value!r}; "
+                          f"on the command line write e.g. --{key}=\"{{'image': 40, 'default': 10}}\".")
+    return {name: value for name in names}

@@ -37,7 +37,7 @@ from recbole_ssr.model.abstract import MultimodalRecommender
 from recbole_ssr.model.graph import bipartite_edges
 from recbole_ssr.model.losses import bpr_loss
 from recbole_ssr.model.layers import lightgcn_propagate
-from recbole_ssr.model.mm_layers import propagate
+from recbole_ssr.model.layers import propagate
 
 
 class LGMRec(MultimodalRecommender):

@@ -31,7 +31,7 @@ from torch import nn
 from recbole_ssr.model.abstract import MultimodalRecommender
 from recbole_ssr.model.losses import bpr_loss, info_nce, l2_penalty
 from recbole_ssr.model.layers import FeatureTables, lightgcn_propagate, weighted_knn_item_graph
-from recbole_ssr.model.mm_layers import per_modality, propagate, user_item_block
+from recbole_ssr.model.layers import per_modality, propagate, user_item_block
 
 
 def gate(dim):

@@ -34,7 +34,7 @@ from recbole_ssr.errors import ConfigError
 from recbole_ssr.model.abstract import MultimodalRecommender
 from recbole_ssr.model.losses import bpr_loss, info_nce, l2_penalty
 from recbole_ssr.model.layers import FeatureTables, lightgcn_propagate, weighted_knn_item_graph
-from recbole_ssr.model.mm_layers import per_modality, propagate, sparse_max, user_item_block
+from recbole_ssr.model.layers import per_modality, propagate, sparse_max, user_item_block
 
 FUSION = "_fusion"  # key of the fusion view next to the modality names
 
