@@ -49,12 +49,13 @@ class MultimodalRecommender(GeneralRecommender):
     def modality_features(self):
         return OrderedDict((name, self.modality_feature(name)) for name in self.modality_names)
 
-    def modality_weights(self, weights=None, key="modality_weights", reference=None):
-        """Per-modality mixing weights from config key ``key`` (a ``{name: w}`` mapping or a list in modality
-        order), normalised to sum to 1. When the key is unset: ``reference`` (a ``{name: w}`` mapping, e.g. the
-        authors' ``{image: 0.1, text: 0.9}``) if the dataset has exactly those modalities, else uniform."""
+    def modality_weights(self, weights=None, key="modality_weights", reference_key="reference_modality_weights"):
+        """Per-modality mixing weights, normalised to sum to 1: config ``key`` (a ``{name: w}`` mapping or a list
+        in modality order) when set; else config ``reference_key`` (the authors' weights, e.g.
+        ``{image: 0.1, text: 0.9}``) when the dataset has exactly those modalities; else uniform."""
         weights = self.config[key] if weights is None else weights
-        if weights is None and reference is not None and set(reference) == set(self.modality_names):
+        reference = self.config[reference_key]
+        if weights is None and reference and set(reference) == set(self.modality_names):
             weights = reference
         if weights is None:
             values = [1.0] * len(self.modality_names)

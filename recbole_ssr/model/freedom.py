@@ -78,14 +78,7 @@ class FREEDOM(MultimodalRecommender):
     def graph_modality_weights(self, config):
         """``modality_weights`` if set, else the authors' ``reference_modality_weights`` when the dataset has
         exactly those modalities, else uniform (see the module docstring)."""
-        weights = config["modality_weights"]
-        if weights is None:
-            reference = config["reference_modality_weights"] or {}
-            if set(reference) == set(self.modality_names):
-                weights = reference
-            else:
-                weights = [1.0] * len(self.modality_names)
-        return self.modality_weights(weights=weights)
+        return self.modality_weights()
 
     def pre_epoch_processing(self, epoch=None):
         """Degree-sensitive edge pruning of the user-item graph for the coming epoch."""

@@ -5,7 +5,8 @@ Pipeline (SSR.md, our notation):
 * Backbone - per branch m ∈ {id} ∪ content modalities: H⁰_m = row-L2-normalise([P_m ; X_m]) with X_id an item
   table and X_m = MLP(F_m) for content; Z_m = Σ_{l=0..L} Â^l H⁰_m. Node representation R: items [Z_id|Z_1|...],
   users [w_u1 Z_id | w_u2 Z_1 | ...] with per-user softmax weights w_u. Side signal Q: items S_mm^n R_item
-  (S_mm = Σ_m α_m S_m, the frozen kNN item graphs), users [P_id | P_1 | ...]. Signal X = R + Q.
+  (S_mm = Σ_m α_m S_m, the frozen kNN item graphs; α: ``mm_modality_weights``, else the reference's
+  0.1 image / 0.9 text when the dataset has exactly those, else uniform), users [P_id | P_1 | ...]. Signal X = R + Q.
 * (i) X is split into M graph-frequency bands that sum to X (:mod:`recbole_ssr.model.spectral`, ``band_method``).
 * (ii) training only: whole bands dropped per node (``mask_rate``) and a consistency loss between the masked and
   the full pass (``mask_consistency: representation | prediction``; ``mask_fill: zero | noise``).
@@ -84,7 +85,7 @@ class SSR(MultimodalRecommender):
     # -- backbone ------------------------------------------------------------------------------------------------
     def multimodal_item_graph(self, config):
         """S_mm = Σ_m α_m S_m (frozen sym-normalised kNN graphs; α from ``mm_modality_weights``)."""
-        weights = self.modality_weights(key="mm_modality_weights", reference={"image": 0.1, "text": 0.9})
+        weights = self.modality_weights(key="mm_modality_weights")
         graph = None
         for name, alpha in zip(self.modality_names, weights):
             part = self.knn_item_graph(name, config["knn_k"]) * alpha

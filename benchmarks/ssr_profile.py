@@ -1,0 +1,76 @@
+"""Where an SSR training step spends its time: per-batch seconds of SSR variants, LightGCN for scale.
+
+    OMP_NUM_THREADS=1 python benchmarks/ssr_profile.py --dataset=tiktok --data_path=../shared/data --batches=8
+
+Each variant switches one part off (or changes one setting) relative to the defaults of properties/model/SSR.yaml;
+all variants run in one process on the same batches, interleaved round-robin so that load from other processes
+affects them alike. Reports the median seconds per training batch (forward + backward + Adam step) and the ratio
+to LightGCN's.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+VARIANTS = {
+    "SSR (defaults)": {},
+    "no band InfoNCE (cl_weight=0)": {"cl_weight": 0.0},
+    "no masking pass (mask_weight=0)": {"mask_weight": 0.0},
+    "no G-HSNO (use_operator=False)": {"use_operator": False},
+    "no gate (use_gate=False)": {"use_gate": False},
+    "one band (band_num=1)": {"band_num": 1},
+    "cheb_order=8": {"cheb_order": 8},
+    "reference bank": {"band_method": "reference"},
+    "frozen raw features": {"finetune_features": False},
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", default="tiktok")
+    parser.add_argument("--data_path", default="dataset/")
+    parser.add_argument("--batches", type=int, default=8)
+    args = parser.parse_args()
+
+    from recbole_ssr.quick_start import prepare
+    from recbole_ssr.utils import get_model
+
+    base = {"data_path": args.data_path, "state": "ERROR"}
+    models = {}
+    for name, overrides in dict(VARIANTS, LightGCN=None).items():
+        model_name = "LightGCN" if overrides is None else "SSR"
+        config, _, (train, _, _) = prepare(model_name, args.dataset, config_dict=dict(base, **(overrides or {})))
+        torch.manual_seed(0)
+        model = get_model(model_name)(config, train.dataset)
+        model.train()
+        if hasattr(model, "pre_epoch_processing"):
+            model.pre_epoch_processing(0)
+        models[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-4))
+    batches = []
+    for interaction in train:
+        batches.append(interaction)
+        if len(batches) == args.batches + 1:
+            break
+    times = {name: [] for name in models}
+    for step, interaction in enumerate(batches):
+        for name, (model, optimizer) in models.items():
+            start = time.perf_counter()
+            loss = model.calculate_loss(interaction)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if step > 0:  # the first batch warms caches (eigen/moments, allocator)
+                times[name].append(time.perf_counter() - start)
+    reference = statistics.median(times["LightGCN"])
+    batches_per_epoch = len(train)
+    print(f"{args.dataset}: {batches_per_epoch} training batches per epoch, torch threads {torch.get_num_threads()}")
+    print("| variant | s / batch (median) | × LightGCN | est. s / epoch |\n|---|---|---|---|")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median:.3f} | {median / reference:.1f} | {median * batches_per_epoch:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
