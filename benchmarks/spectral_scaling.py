@@ -8,17 +8,23 @@ so the peak RSS reported is that size's own.
     python benchmarks/spectral_scaling.py                       # the default table (1e4, 1e5, 1e6; eigen 1e3, 5e3)
     python benchmarks/spectral_scaling.py --cheb-nodes 1e5 --eigen-nodes --backward   # one size, with backward
     python benchmarks/spectral_scaling.py --accuracy 2000 --cheb-nodes --eigen-nodes   # chebyshev vs eigen, by K
+    python benchmarks/spectral_scaling.py --spmm-sweep --cheb-nodes --eigen-nodes      # one recurrence step vs nnz
 
 Columns: ``build_s`` graph + signal construction (not part of the decomposition); ``call_s`` one decomposition
-(forward, ``torch.no_grad``; ``cpu_s`` its process CPU time, all threads), split into ``edges_s`` (chebyshev: moment pass + edge solve; eigen: the one-time
-dense eigh) and ``filter_s`` (chebyshev: the K filter products; eigen: GFT + band reconstruction);
-``cached_s`` (eigen only) a second call with the cached eigenbasis; ``bwd_s`` (with ``--backward``) one
-backward pass of sum(bands * R) w.r.t. X; ``rss_start`` RSS before the call (graph + X in memory), ``rss_peak``
-the sampled peak RSS during the call(s), ``maxrss`` the process high-water mark (ru_maxrss), all in GiB.
+(forward, ``torch.no_grad``; ``cpu_s`` its process CPU time, all threads), split into ``edges_s`` (chebyshev:
+moment pass + edge solve; eigen: the one-time dense eigh) and ``filter_s`` (chebyshev: the K filter products;
+eigen: GFT + band reconstruction); ``cached_s`` (eigen only) a second call with the cached eigenbasis;
+``bwd_s`` (with ``--backward``) one backward pass of sum(bands * R) w.r.t. X; ``rss_start`` RSS before the call
+(graph + X in memory), ``rss_peak`` the sampled peak RSS during the call(s), ``maxrss`` the process high-water
+mark (ru_maxrss), all in GiB; ``load avg`` the 1-minute load average (the machine is shared) at start and end.
 
 ``--accuracy N`` compares ``chebyshev`` (for each ``--orders`` K) with exact ``eigen`` bands on one graph of N
 nodes: max |λ-edge difference|, leakage Σ_m ‖B_cheb,m - B_eig,m‖² / ‖X‖², max |‖band‖²-share difference|,
 and the max deviation of the projection shares from 1/M (chebyshev and eigen).
+
+``--spmm-sweep`` times the kernel that dominates ``chebyshev`` (one in-place recurrence step
+Y <- -2ÂX - Y, width ``--width``) on graphs of growing nnz; the minimum over ``--repeats`` runs is reported, which
+is robust to other jobs on a shared machine, together with ns per (nnz x column).
 """
 
 import argparse
@@ -183,6 +189,38 @@ def accuracy(args):
                   f"{float((cheb.energy_shares - 1 / m).abs().max()):.1e} | {dev_eig:.1e} |", flush=True)
 
 
+def spmm_sweep(args):
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"\none recurrence step torch.addmm(Y, Â, X, beta=-1, alpha=-2, out=Y), width {args.width}, "
+          f"min of {args.repeats}, {torch.get_num_threads()} threads\n")
+    print("| N | avg degree | nnz(Â) | min s | median s | ns per nnz·column | load avg (start, end) |")
+    print("|---|---|---|---|---|---|---|")
+    for spec in args.sweep:
+        n, degree = (float(v) for v in spec.split(":"))
+        n = int(n)
+        adj = build_graph(n, degree, args.seed)
+        x, y = torch.randn(n, args.width), torch.randn(n, args.width)
+        load_start = os.getloadavg()[0]
+        torch.addmm(y, adj, x, beta=-1.0, alpha=-2.0, out=y)  # warm-up (page faults, thread pool)
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            torch.addmm(y, adj, x, beta=-1.0, alpha=-2.0, out=y)
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        nnz = adj._nnz()
+        print(f"| {n:,} | {degree:g} | {nnz:,} | {times[0]:.3f} | {times[len(times) // 2]:.3f} | "
+              f"{times[0] / (nnz * args.width) * 1e9:.3f} | {[round(load_start, 2), round(os.getloadavg()[0], 2)]} |",
+              flush=True)
+        del adj, x, y
+
+
 def machine():
     model = "?"
     with open("/proc/cpuinfo") as fh:
@@ -215,6 +253,10 @@ def main():
     p.add_argument("--accuracy", type=int, default=0, help="also compare with eigen on a graph of this many nodes")
     p.add_argument("--orders", type=int, nargs="*", default=[8, 16, 24, 32, 48, 64], help="K for --accuracy")
     p.add_argument("--bands-list", type=int, nargs="*", default=[3, 4], help="M for --accuracy")
+    p.add_argument("--spmm-sweep", action="store_true", help="time one recurrence step for --sweep graphs")
+    p.add_argument("--sweep", nargs="*", default=["1e4:10", "1e5:10", "1e5:20", "1e5:40", "1e6:10", "1e6:20"],
+                   help="N:degree pairs for --spmm-sweep")
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--json", default=None, help="append result rows to this JSON-lines file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", default="chebyshev", help=argparse.SUPPRESS)
@@ -256,7 +298,8 @@ def main():
           "RSS peak GiB | RSS peak bwd GiB | maxrss GiB | threads | load avg (start, end) | shares | edges λ |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['nodes']:,} | {r['nnz']:,} | {fmt(r['cheb_order'])} | {r['call_s']:.2f} | {r['cpu_s']:.2f} | "
+        print(f"| {r['method']} | {r['nodes']:,} | {r['nnz']:,} | {fmt(r['cheb_order'])} | {r['call_s']:.2f} | "
+              f"{r['cpu_s']:.2f} | "
               f"{fmt(r['edges_s'])} | {fmt(r['filter_s'])} | {fmt(r.get('cached_s'))} | {fmt(r.get('bwd_s'))} | "
               f"{r['rss_start']:.2f} | {r['rss_peak']:.2f} | {fmt(r.get('rss_peak_bwd'))} | {r['maxrss']:.2f} | "
               f"{r['threads']} | {r['load1']} | "
@@ -264,6 +307,8 @@ def main():
               f"{r['edges_lambda']} |")
     if args.accuracy:
         accuracy(args)
+    if args.spmm_sweep:
+        spmm_sweep(args)
 
 
 if __name__ == "__main__":
