@@ -81,6 +81,9 @@ class SSR(MultimodalRecommender):
         self.operators = nn.ModuleDict({s: BandOperator(self.num_bands, width, rank) for s in ("user", "item")})
         self.gates = nn.ModuleDict({s: BandGate(self.num_bands, width) for s in ("user", "item")})
         self.chunk_slices = [slice(k * self.dim, (k + 1) * self.dim) for k in range(1, len(self.branches))]
+        # Diagnostics (recbole_ssr.analysis; never used in training): a band zeroed at inference, last gate weights.
+        self.inference_drop_band = None
+        self.gate_weights = {}
 
     # -- backbone ------------------------------------------------------------------------------------------------
     def multimodal_item_graph(self, config):
@@ -123,16 +126,17 @@ class SSR(MultimodalRecommender):
 
     # -- stages (ii)-(iv) ------------------------------------------------------------------------------------------
     def reason(self, bands, node, side):
-        """(iii): bands [B, M, D] of one side -> (h, h_spec, Ω)."""
+        """(iii): bands [B, M, D] of one side -> (h, h_spec, Ω, gate weights w [B, M])."""
         regularizer = bands.new_zeros(())
         if self.use_operator:
             bands = self.operators[side](bands, node)
             regularizer = self.operators[side].regularizer()
         if self.use_gate:
-            h, h_spec, _ = self.gates[side](bands, node)
+            h, h_spec, weights = self.gates[side](bands, node)
         else:
-            h, h_spec = gate_and_rescale(bands, torch.ones(bands.shape[:2], device=bands.device))
-        return h, h_spec, regularizer
+            weights = torch.ones(bands.shape[:2], device=bands.device)
+            h, h_spec = gate_and_rescale(bands, weights)
+        return h, h_spec, regularizer, weights
 
     def score(self, user_out, item_out):
         (hu, su), (hi, si) = user_out[:2], item_out[:2]
@@ -197,8 +201,34 @@ class SSR(MultimodalRecommender):
         self.decomposer.refresh()
         signal, node = self.graph_signal()
         bands = self.decomposer(signal).transpose(0, 1)
+        if self.inference_drop_band is not None:  # diagnostics: one band removed before stage (iii)
+            bands = bands.clone()
+            bands[:, self.inference_drop_band] = 0
         outputs = []
         for side, span in (("user", slice(0, self.n_users)), ("item", slice(self.n_users, None))):
-            h, h_spec, _ = self.reason(bands[span], node[span], side)
+            h, h_spec, _, weights = self.reason(bands[span], node[span], side)
+            self.gate_weights[side] = weights.detach()
             outputs.append({"aggr": h, "spec": h_spec, "mix": torch.cat([h, h_spec], dim=1)}[self.out_mode])
         return tuple(outputs)
+
+    # -- diagnostics (recbole_ssr.analysis) ----------------------------------------------------------------------------
+    def remove_band_at_inference(self, band=None):
+        """Score with band ``band`` zeroed before stage (iii) (``None`` restores the full model)."""
+        if band is not None and not 0 <= int(band) < self.num_bands:
+            raise ConfigError(
+                f"band {band} does not exist: band_num is {self.num_bands} (bands 0..{self.num_bands - 1}).")
+        self.inference_drop_band = None if band is None else int(band)
+        self._eval_cache = None
+
+    @torch.no_grad()
+    def band_signal(self):
+        """(bands [N, M, D] before stage (iii), X [N, D]) of the current parameters, users first, with exact band
+        edges for this signal (as in evaluation). The decomposer's edge-tracking state is restored afterwards, so
+        calling this between training steps leaves training unchanged."""
+        saved = dict(self.decomposer.__dict__)
+        try:
+            self.decomposer.refresh()
+            signal, _ = self.graph_signal()
+            return self.decomposer(signal).transpose(0, 1), signal
+        finally:
+            self.decomposer.__dict__.update(saved)
