@@ -28,8 +28,9 @@ from recbole_ssr.data.source import discover_modality_files
 from recbole_ssr.errors import DataError
 
 
-def resolve_modalities(config, folder):
-    """Return ``OrderedDict(name -> absolute file path)`` of the modalities to use."""
+def resolve_modalities(config, folder, select=True):
+    """Return ``OrderedDict(name -> absolute file path)`` of the modalities to use (``select=False``: every
+    modality of the dataset, ignoring ``use_modalities``)."""
     spec = config["modalities"] if "modalities" in config else None
     if spec is None:
         files = discover_modality_files(folder)
@@ -41,7 +42,7 @@ def resolve_modalities(config, folder):
         raise DataError(
             f"config key 'modalities' must be a mapping {{name: file}} or a list of names, got {spec!r}."
         )
-    selected = config["use_modalities"] if "use_modalities" in config else None
+    selected = config["use_modalities"] if "use_modalities" in config and select else None
     if selected is not None:
         if isinstance(selected, str):
             selected = [s for s in selected.split(",") if s]
@@ -169,8 +170,9 @@ def load_modalities(config, item_tokens, folder):
 
 
 def feature_row_count(config, folder):
-    """Rows of the first modality file (cheap, memory-mapped), 0 when there is none or it is unreadable."""
-    for path in resolve_modalities(config, folder).values():
+    """Rows of the dataset's first modality file (cheap, memory-mapped), 0 when there is none or it is unreadable.
+    Whatever ``use_modalities`` selects (``[]`` included), so every modality subset ranks the same items."""
+    for path in resolve_modalities(config, folder, select=False).values():
         try:
             return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
         except (ValueError, OSError, EOFError):
