@@ -131,7 +131,23 @@ def create_dataset(config):
                 "Provide the split (MMRec: an x_label column; RecBole atomic: <ds>.train/.valid/.test.inter), "
                 "or run with --eval_protocol=recbole to draw a random split."
             )
+    _apply_cold_item_split(config, name)
 
     if config["MODEL_TYPE"] == ModelType.GENERAL:
         return MultimodalDataset(config)
     return recbole_create_dataset(config)
+
+
+def _apply_cold_item_split(config, name):
+    """``cold_item_ratio > 0``: read the fixed split from its item cold-start version (recbole_ssr.data.cold_split)."""
+    from recbole_ssr.data.cold_split import apply_cold_item_split, cold_split_settings
+
+    ratio, seed = cold_split_settings(config)
+    if ratio <= 0:
+        return
+    if not config["benchmark_filename"]:
+        raise ConfigError(
+            "cold_item_ratio needs the fixed train/valid/test split: use eval_protocol mmrec (MMRec folders) or "
+            "give the split files with benchmark_filename (eval_protocol recbole draws a random split).")
+    config["data_path"] = apply_cold_item_split(config["data_path"], name, config["ITEM_ID_FIELD"], ratio, seed,
+                                                config["cache_dir"])
