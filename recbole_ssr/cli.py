@@ -64,6 +64,9 @@ def build_parser():
                         help="folder of the searches' timestamped result folders (--tune; default tune_results/)")
     parser.add_argument("--analysis", default=None, choices=["groups", "ablation", "bands", "sensitivity"],
                         help="run one of the paper's analyses")
+    parser.add_argument("--analysis_output", default=None,
+                        help="folder of the analyses' timestamped output folders (--analysis; default "
+                             "analysis_results/)")
     return parser
 
 

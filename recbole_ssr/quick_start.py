@@ -73,13 +73,28 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):
     return config, dataset_obj, (train_data, valid_data, test_data)
 
 
+def _group_metrics(trainer, test_data, train_dataset, config, logger):
+    """Test metrics per user-degree bucket and for cold-start items (recbole_ssr.analysis.groups); a failure here
+    is logged and recorded, never allowed to lose the finished run."""
+    from recbole_ssr.analysis.groups import group_metrics
+
+    try:
+        return group_metrics(trainer, test_data, train_dataset, config)
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        logger.warning(f"group metrics failed: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, results=None,
-        callback_fn=None):
+        callback_fn=None, on_ready=None):
     """Train ``model`` on ``dataset`` to early stopping, evaluate the best-valid checkpoint on the test set.
 
     Returns (and, with ``results=PATH``, writes as JSON) ``{model, dataset, best_valid_result, test_result,
-    best_epoch, epochs_run, seconds_per_epoch, n_params, peak_rss_mb, config}``.
-    ``callback_fn(epoch, valid_score, valid_result)`` is called after every evaluation.
+    groups, best_epoch, epochs_run, seconds_per_epoch, n_params, peak_rss_mb, config}``; ``groups`` holds the
+    test metrics per user training-degree bucket and for cold-start items (:mod:`recbole_ssr.analysis.groups`).
+    ``callback_fn(epoch, valid_score, valid_result)`` is called after every evaluation;
+    ``on_ready(model, trainer, (train_data, valid_data, test_data))`` once before training (the analyses use it
+    to inspect the model; after ``run`` returns, the model holds the best-valid weights).
     """
     config, _, (train_data, valid_data, test_data) = prepare(model, dataset, config_file_list, config_dict)
     logger = getLogger()
@@ -87,10 +102,13 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     model_obj = get_model(config["model"])(config, train_data.dataset).to(config["device"])
     logger.info(model_obj)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    if on_ready is not None:
+        on_ready(model_obj, trainer, (train_data, valid_data, test_data))
     show = bool(config["show_progress"])
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=show, callback_fn=callback_fn)
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show)
+    groups = _group_metrics(trainer, test_data, train_data.dataset, config, logger)
     if getattr(trainer, "tensorboard", None) is not None:
         trainer.tensorboard.close()  # else its writer thread keeps logging into this run's folder
     outcome = {
@@ -99,6 +117,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         "best_valid_score": _plain(best_valid_score),
         "best_valid_result": _plain(dict(best_valid_result or {})),
         "test_result": _plain(dict(test_result or {})),
+        "groups": _plain(groups),
         "best_epoch": getattr(trainer, "best_epoch", None),
         "epochs_run": getattr(trainer, "epochs_run", None),
         "seconds_per_epoch": getattr(trainer, "seconds_per_epoch", None),
