@@ -16,7 +16,8 @@ from conftest import QUICK, REPO_ROOT
 from recbole_ssr.analysis import common, run_analysis
 from recbole_ssr.analysis.ablation import plan_variants
 from recbole_ssr.analysis.bands import cross_modal_similarity, energy_shares, gate_weights_by_degree
-from recbole_ssr.analysis.groups import bucket_index, bucket_labels, check_bounds, training_degrees
+from recbole_ssr.analysis.groups import (bucket_index, bucket_labels, check_bounds, groups_markdown,
+                                         training_degrees)
 from recbole_ssr.errors import ConfigError
 from recbole_ssr.quick_start import prepare, run
 from recbole_ssr.utils import get_model
@@ -67,6 +68,8 @@ def test_groups_add_up_and_all_equals_recbole_test_result(make_mmrec, model):
     assert {k: groups["all"][k] for k in outcome["test_result"]} == pytest.approx(outcome["test_result"], abs=1e-12)
     assert groups["n_cold_items"] == 2  # the fixture's last two items never occur
     assert json.load(open("r.json"))["groups"] == json.loads(json.dumps(groups))
+    table = groups_markdown(groups, ["recall@20"])
+    assert "| users <=4 | " in table and table.count("\n") == 7  # header, rule, all, 3 buckets, 2 cold groups
 
 
 def test_group_values_match_a_direct_computation(make_mmrec):

@@ -213,6 +213,18 @@ def group_names(groups):
     return pairs
 
 
+def groups_markdown(groups, metrics=None):
+    """A markdown table of one run's ``groups`` (rows: groups; columns: users and ``metrics``, default all)."""
+    pairs = group_names(groups)
+    if not pairs:
+        return ""
+    metrics = metrics or [k for k in pairs[0][1] if "@" in k]
+    header = "| group | users | " + " | ".join(metrics) + " |\n|" + "---|" * (len(metrics) + 2)
+    rows = ["| " + " | ".join([name, str(entry["n_users"])] + [
+        "–" if entry.get(m) is None else f"{entry[m]:.4f}" for m in metrics]) + " |" for name, entry in pairs]
+    return "\n".join([header] + rows)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # --analysis=groups
 # ---------------------------------------------------------------------------------------------------------------

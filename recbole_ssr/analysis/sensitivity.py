@@ -62,6 +62,7 @@ def run_sensitivity(models, dataset, args, overrides, settings):
         row["value_key"] = repr(row["value"])  # hashable, keeps 0.1 and '0.1' apart
     summary = common.summarise(rows, ("model", "key", "value_key"), values)
     cold_metric = next((k for k in values if k.startswith("users ") and k.endswith(f" {metric}")), None)
+    shown = [k for k in values if not k.startswith("users ")] + ([cold_metric] if cold_metric else [])
 
     report = [f"# Sensitivity: {dataset}", "", common.describe_runs(runs, args, overrides), "",
               "One key varied at a time, every other key at its configured value (marked *). Test metrics of the "
@@ -74,15 +75,15 @@ def run_sensitivity(models, dataset, args, overrides, settings):
                 stats = summary.get((model, key, repr(value)))
                 mark = " *" if _equal(value, configured) else ""
                 if stats is None:
-                    table_rows.append([f"{value}{mark}", "failed"] + [""] * len(values))
+                    table_rows.append([f"{value}{mark}", "failed"] + [""] * len(shown))
                     overall.append(None)
                     cold.append(None)
                     continue
-                table_rows.append([f"{value}{mark}"] + [common.fmt_mean_std(stats.get(k)) for k in values]
+                table_rows.append([f"{value}{mark}"] + [common.fmt_mean_std(stats.get(k)) for k in shown]
                                   + [stats["n"]])
                 overall.append(stats.get(metric))
                 cold.append(stats.get(cold_metric) if cold_metric else None)
-            table = common.markdown_table([key] + values + ["runs"], table_rows)
+            table = common.markdown_table([key] + shown + ["runs"], table_rows)
             title = key if len(models) == 1 else f"{model}: {key}"
             series = {"all users": overall}
             if cold_metric:
