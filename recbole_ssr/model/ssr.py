@@ -76,7 +76,8 @@ class SSR(MultimodalRecommender):
         self.decomposer = SpectralBandDecomposer(
             adjacency.cpu(), num_bands=self.num_bands, method=config["band_method"], k_poly=config["k_poly"],
             cheb_order=config["cheb_order"], eigen_max_nodes=config["eigen_max_nodes"],
-            refresh_every=config["band_refresh_every"], col_chunk=config["band_col_chunk"])
+            refresh_every=config["band_refresh_every"], track_edges=config["band_track_edges"],
+            col_chunk=config["band_col_chunk"])
         rank = config["cp_rank"]
         self.operators = nn.ModuleDict({s: BandOperator(self.num_bands, width, rank) for s in ("user", "item")})
         self.gates = nn.ModuleDict({s: BandGate(self.num_bands, width) for s in ("user", "item")})
@@ -193,7 +194,7 @@ class SSR(MultimodalRecommender):
 
     # -- evaluation --------------------------------------------------------------------------------------------------
     def pre_epoch_processing(self, epoch):
-        self.decomposer.refresh()  # band edges re-estimated from the current signal once per epoch
+        self.decomposer.refresh()  # an exact band-edge estimate at the start of every epoch
 
     @torch.no_grad()
     def forward(self):
