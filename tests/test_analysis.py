@@ -140,6 +140,19 @@ def test_cold_item_split_holds_items_out_of_training(make_mmrec):
     assert sorted(other_report["valid_cold"] + other_report["test_cold"]) != sorted(cold)
 
 
+def test_cold_item_split_on_an_atomic_dataset(make_atomic):
+    config_dict, name, frame = make_atomic()
+    config, _, (train, _, _) = prepare("VBPR", name, config_dict=dict(
+        QUICK, **config_dict, cold_item_ratio=0.3, benchmark_filename=["train", "valid", "test"]))
+    report = json.load(open(os.path.join(config["data_path"], "cold_items.json")))
+    cold = report["valid_cold"] + report["test_cold"]
+    assert len(cold) == round(0.3 * report["n_candidates"]) and all(t.startswith("i") for t in cold)
+    tokens = list(train.dataset.field2id_token["item_id"])
+    _, item_degree = training_degrees(train.dataset)
+    assert all(item_degree[tokens.index(t)] == 0 for t in cold)
+    assert train.dataset.modality_features["content"].shape[0] == len(tokens)  # features still aligned
+
+
 def test_cold_item_split_errors(make_mmrec):
     name, _, config_dict = tiny(make_mmrec)
     with pytest.raises(ConfigError, match="cold_item_ratio"):
