@@ -313,6 +313,20 @@ def test_sensitivity_and_bands_analyses_write_tables_and_plots(make_mmrec, tmp_p
         assert part in open(os.path.join(folder, "bands.md")).read()
     with pytest.raises(ConfigError, match="single --model=SSR"):
         run_analysis("bands", ["VBPR"], name, analysis_args(tmp_path), config_dict)
+    with pytest.raises(ConfigError, match="analysis_metric 'recall@50' is not computed"):
+        run_analysis("groups", ["BPR"], name, analysis_args(tmp_path), dict(config_dict, analysis_metric="Recall@50"))
+
+
+def test_settings_from_config_files_and_command_line(tmp_path):
+    extra = tmp_path / "a.yaml"
+    extra.write_text("analysis_metric: NDCG@10\nsensitivity_grid: {band_num: [2, 3]}\nlearning_rate: 0.1\n")
+    overrides = {"sensitivity_grid": {"cp_rank": [2]}, "learning_rate": 0.5, "analysis_isolated": False}
+    settings = common.load_settings(overrides, [str(extra)])
+    assert settings["analysis_metric"] == "ndcg@10" and settings["sensitivity_grid"] == {"cp_rank": [2]}
+    assert settings["analysis_isolated"] is False and "learning_rate" not in settings
+    assert overrides == {"learning_rate": 0.5}  # analysis-only keys do not reach the runs
+    with pytest.raises(ConfigError, match="sensitivity_grid"):
+        common.load_settings({"sensitivity_grid": {"band_num": []}})
 
 
 def test_cli_analysis_prints_its_output_folder(make_mmrec, tmp_path):

@@ -26,7 +26,8 @@ def run_analysis(name, models, dataset, args, overrides):
     for model in models:  # a typo fails before any training
         get_model(model)
     overrides = dict(overrides)
-    settings = common.load_settings(overrides)
+    settings = common.load_settings(overrides, getattr(args, "config_files", None))
+    common.check_metric(settings, models[0], dataset, getattr(args, "config_files", None), overrides)
     if name == "groups":
         from recbole_ssr.analysis.groups import run_groups as runner
     elif name == "ablation":

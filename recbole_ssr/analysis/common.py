@@ -36,10 +36,18 @@ def load_defaults():
     return loaded
 
 
-def load_settings(overrides):
-    """The analysis defaults, each replaced by a ``--key=value`` of the same name. Analysis-only keys are removed
-    from ``overrides`` (they are not configuration keys of the runs); ``group_degree_bounds`` stays in both."""
+def load_settings(overrides, config_files=None):
+    """The analysis defaults, each replaced by the same key in a ``--config_files`` yaml, then by a ``--key=value``.
+    Analysis-only keys are removed from ``overrides`` (they are not configuration keys of the runs);
+    ``group_degree_bounds`` stays in both."""
+    import yaml
+
     settings = load_defaults()
+    for path in config_files or []:
+        with open(path, "r", encoding="utf-8") as f:
+            loaded = yaml.safe_load(f) or {}
+        if isinstance(loaded, dict):
+            settings.update({k: v for k, v in loaded.items() if k in settings})
     for key in list(settings):
         if key in overrides:
             settings[key] = overrides[key] if key in RUN_KEYS else overrides.pop(key)
@@ -56,6 +64,16 @@ def load_settings(overrides):
     settings["group_degree_bounds"] = check_bounds(settings["group_degree_bounds"])
     settings["analysis_metric"] = str(settings["analysis_metric"]).lower()
     return settings
+
+
+def check_metric(settings, model, dataset, config_files, overrides):
+    """``analysis_metric`` must be one of the configured top-k metrics (fails before any training)."""
+    config = model_config(model, dataset, config_files, overrides)
+    topk = config["topk"] if isinstance(config["topk"], (list, tuple)) else [config["topk"]]
+    available = [f"{m.lower()}@{k}" for m in config["metrics"] for k in topk]
+    if settings["analysis_metric"] not in available:
+        raise ConfigError(f"analysis_metric '{settings['analysis_metric']}' is not computed: the runs' metrics/topk "
+                          f"give {', '.join(available)}. Pick one of them or change metrics/topk.")
 
 
 def output_folder(args, analysis, dataset):
