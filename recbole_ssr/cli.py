@@ -37,6 +37,7 @@ def parse_value(text):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="run_recbole_ssr.py",
+        allow_abbrev=False,  # --seed=1 is a config key, not an abbreviation of --seeds
         description="Train/evaluate SSR, multimodal baselines and RecBole models; compare them; tune them. "
                     "Any other --key=value sets a configuration key.",
     )

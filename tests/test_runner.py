@@ -74,6 +74,8 @@ def test_cli_unknown_model_and_bad_argument(tmp_path):
 def test_parse_values_and_config_files(tmp_path):
     assert parse_value("1e-4") == 1e-4 and parse_value("[1, 2]") == [1, 2]
     assert parse_value("true") is True and parse_value("none") is None and parse_value("abc") == "abc"
+    args, overrides = parse_args(["--seed=5"])
+    assert args.seeds == 1 and overrides == {"seed": 5}  # a config key, never an abbreviation of --seeds
     args, overrides = parse_args(["--model=SSR", "--learning_rate=0.01", "--config_files=a.yaml,b.yaml"])
     assert args.model == "SSR" and overrides == {"learning_rate": 0.01}
     assert args.config_files == [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]
