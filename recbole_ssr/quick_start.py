@@ -96,6 +96,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     ``on_ready(model, trainer, (train_data, valid_data, test_data))`` once before training (the analyses use it
     to inspect the model; after ``run`` returns, the model holds the best-valid weights).
     """
+    started_from = code_version()  # the code this run loaded (the checkout may move on while it trains)
     config, _, (train_data, valid_data, test_data) = prepare(model, dataset, config_file_list, config_dict)
     logger = getLogger()
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -124,7 +125,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         "n_params": int(sum(p.numel() for p in model_obj.parameters() if p.requires_grad)),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "finished_at": get_local_time(),
-        "code_version": code_version(),
+        "code_version": started_from,
         "config": config_snapshot(config),
     }
     logger.info(f"best valid: {outcome['best_valid_result']}")

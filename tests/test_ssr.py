@@ -61,6 +61,13 @@ def test_gate_starts_near_one_and_rescales_to_the_band_sum_norm():
     assert h_spec.shape == (7, 12)
 
 
+def test_first_occurrences_dedupes_batch_nodes():
+    from recbole_ssr.model.ssr import first_occurrences
+
+    ids = torch.tensor([7, 3, 7, 9, 3, 1])
+    assert first_occurrences(ids).tolist() == [5, 1, 0, 3]  # values 1, 3, 7, 9
+
+
 def test_infonce_positive_is_same_node_and_band():
     torch.manual_seed(0)
     a = torch.randn(3, 2, 4)  # 3 nodes, 2 bands, d = 4 per modality, two content modalities after 'id'
@@ -127,7 +134,7 @@ def test_mask_and_contrastive_switches_remove_their_terms(make_mmrec, monkeypatc
     model, _ = build(make_mmrec)
     interaction = batch(model)
     loss_full, _ = grads_after_loss(model, interaction)
-    assert calls == {"mask": 3, "cl": 2}  # users, positives, negatives masked; users and items contrasted
+    assert calls == {"mask": 1, "cl": 2}  # one mask over users, positives, negatives; users and items contrasted
     for switch, term in (({"mask_weight": 0.0}, "mask"), ({"mask_rate": 0.0}, "mask"), ({"cl_weight": 0.0}, "cl")):
         calls.update(mask=0, cl=0)
         ablated, _ = build(make_mmrec, **switch)
@@ -142,7 +149,7 @@ def test_contrastive_term_value(make_mmrec):
     signal, _ = with_cl.graph_signal()
     bands = with_cl.decomposer(signal).transpose(0, 1)
     users, items, _ = with_cl.node_rows(interaction)
-    expected = with_cl.contrastive_loss(bands, users, items).item()
+    expected = with_cl.contrastive_loss(bands[users], users, bands[items], items).item()
     assert expected > 0
     difference = with_cl.calculate_loss(interaction).item() - without.calculate_loss(interaction).item()
     assert difference == pytest.approx(expected, rel=1e-4)

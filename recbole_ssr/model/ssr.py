@@ -33,6 +33,20 @@ from recbole_ssr.model.ssr_layers import (BandGate, BandOperator, band_contrasti
 OUT_MODES = ("aggr", "spec", "mix")
 
 
+def first_occurrences(ids):
+    """Positions of the first occurrence of every distinct value of ``ids`` (1-D), in order of the values."""
+    distinct, inverse = torch.unique(ids, return_inverse=True)
+    positions = torch.arange(len(ids), device=ids.device)
+    first = torch.full((len(distinct),), len(ids), dtype=positions.dtype, device=ids.device)
+    return first.scatter_reduce(0, inverse, positions, reduce="amin")
+
+
+class _SideOutputs(list):
+    """[(h, h_spec) of users, positives, negatives] with the operators' regulariser attached."""
+
+    regularizer = 0.0
+
+
 class SSR(MultimodalRecommender):
     min_modalities = 0
 
@@ -153,23 +167,38 @@ class SSR(MultimodalRecommender):
 
     def calculate_loss(self, interaction):
         signal, node = self.graph_signal()
-        bands = self.decomposer(signal).transpose(0, 1)  # [N, M, D]
-        rows = self.node_rows(interaction)
-        sides = ("user", "item", "item")
-        full = [self.reason(bands[r], node[r], s) for r, s in zip(rows, sides)]
+        bands = self.decomposer(signal)  # [M, N, D]
+        users, pos, neg = self.node_rows(interaction)
+        batch = len(users)
+        # one gather for all batch rows (one dense gradient instead of three); items: positives then negatives
+        rows = torch.cat([users, pos, neg])
+        picked, picked_node = bands[:, rows].transpose(0, 1), node[rows]
+        sides = (("user", slice(0, batch)), ("item", slice(batch, None)))
+        full = self.reason_sides(picked, picked_node, sides)
         pos_scores, neg_scores = self.score(full[0], full[1]), self.score(full[0], full[2])
         loss = F.binary_cross_entropy_with_logits(pos_scores, torch.ones_like(pos_scores)) + \
             F.binary_cross_entropy_with_logits(neg_scores, torch.zeros_like(neg_scores))
-        loss = loss + self.reg_weight * sum(out[2] for out in full)
+        loss = loss + self.reg_weight * full.regularizer
 
         if self.mask_rate > 0 and self.mask_weight > 0:
-            masked = [self.reason(mask_bands(bands[r], self.mask_rate, self.mask_fill)[0], node[r], s)
-                      for r, s in zip(rows, sides)]
-            loss = loss + self.reg_weight * sum(out[2] for out in masked)
+            masked_bands = mask_bands(picked, self.mask_rate, self.mask_fill)[0]
+            masked = self.reason_sides(masked_bands, picked_node, sides)
+            loss = loss + self.reg_weight * masked.regularizer
             loss = loss + self.mask_weight * self.mask_consistency_loss(full, masked)
         if self.cl_weight > 0 and len(self.chunk_slices) >= 2:
-            loss = loss + self.cl_weight * self.contrastive_loss(bands, rows[0], rows[1])
+            loss = loss + self.cl_weight * self.contrastive_loss(picked[:batch], users, picked[batch:2 * batch], pos)
         return loss
+
+    def reason_sides(self, bands, node, sides):
+        """(iii) for the batch's users and items (positives and negatives together) -> [users, pos, neg] outputs
+        (h, h_spec) plus ``.regularizer`` (Ω counted once per node set, as three separate operator calls would)."""
+        user_side, item_side = sides
+        hu, su, reg_u, _ = self.reason(bands[user_side[1]], node[user_side[1]], "user")
+        hi, si, reg_i, _ = self.reason(bands[item_side[1]], node[item_side[1]], "item")
+        batch = hu.shape[0]
+        outputs = _SideOutputs([(hu, su), (hi[:batch], si[:batch]), (hi[batch:], si[batch:])])
+        outputs.regularizer = reg_u + 2 * reg_i  # Ω once per scored node set: users, positives, negatives
+        return outputs
 
     def mask_consistency_loss(self, full, masked):
         """(ii): MSE between the masked and the (stop-gradient) full pass: representations h of the batch's
@@ -182,14 +211,17 @@ class SSR(MultimodalRecommender):
                        for u, i in pairs) / len(pairs)
         raise ConfigError(f"mask_consistency '{self.mask_consistency}' is unknown: use representation or prediction.")
 
-    def contrastive_loss(self, bands, users, items):
-        """(iv) on the pre-operator bands of the batch's distinct users and positive items (users weight 1.0)."""
-        total = bands.new_zeros(())
-        for nodes in (users, items):
-            nodes = torch.unique(nodes)
-            if self.cl_max_nodes and len(nodes) > self.cl_max_nodes:
-                nodes = nodes[torch.randperm(len(nodes), device=nodes.device)[: self.cl_max_nodes]]
-            total = total + band_contrastive_loss(bands[nodes], self.chunk_slices, self.temperature)
+    def contrastive_loss(self, user_bands, users, item_bands, items):
+        """(iv) on the pre-operator bands of the batch's distinct users and positive items (users weight 1.0).
+
+        ``user_bands`` / ``item_bands`` are the batch rows ``[B, M, D]`` of ``users`` / ``items``; each distinct
+        node is used once (at most ``cl_max_nodes`` of them, drawn at random)."""
+        total = user_bands.new_zeros(())
+        for rows, ids in ((user_bands, users), (item_bands, items)):
+            keep = first_occurrences(ids)
+            if self.cl_max_nodes and len(keep) > self.cl_max_nodes:
+                keep = keep[torch.randperm(len(keep), device=keep.device)[: self.cl_max_nodes]]
+            total = total + band_contrastive_loss(rows[keep], self.chunk_slices, self.temperature)
         return total
 
     # -- evaluation --------------------------------------------------------------------------------------------------
