@@ -166,12 +166,6 @@ def convert_mmrec(folder, name, cache_dir, n_items_hint=0, require_split=True):
     return target
 
 
-def mmrec_split_counts(folder, name):
-    """Interactions per x_label phase in the source file (used by tests and reports)."""
-    frame = read_mmrec_inter(os.path.join(folder, f"{name}.inter"))
-    return {phase: int((frame[MMREC_SPLIT_COLUMN] == code).sum()) for code, phase in enumerate(PHASES)}
-
-
 def discover_modality_files(folder):
     """Every ``<name>_feat.npy`` in ``folder`` -> {name: file}, sorted by name."""
     found = {}
