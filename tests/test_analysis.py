@@ -279,6 +279,8 @@ def test_ablation_and_groups_analyses_write_tables_and_plots(make_mmrec, tmp_pat
     assert payload["analysis"] == "ablation" and len(payload["runs"]) == 4
     assert all(run["groups"]["all"]["n_users"] == 32 for run in payload["runs"])
     assert len(pd.read_csv(os.path.join(folder, "ablation.csv"))) == 4
+    progress = [json.loads(line) for line in open(os.path.join(folder, "runs.jsonl"))]  # written run by run
+    assert [run["label"] for run in progress] == [run["label"] for run in payload["runs"]]
 
     folder = run_analysis("groups", ["SSR", "BPR"], name, analysis_args(tmp_path, seeds=2), config_dict)
     assert_png(os.path.join(folder, "groups_recall_20.png"))

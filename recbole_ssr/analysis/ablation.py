@@ -62,7 +62,8 @@ def run_ablation(models, dataset, args, overrides, settings):
         raise ConfigError("no ablation variant applies to the given model(s).")
     folder = common.start(args, "ablation", dataset)
     configs = [(model, label, extra) for model in models for label, extra in plans[model][0]]
-    runs = common.run_grid(configs, dataset, args, overrides, settings)
+    runs = common.run_grid(configs, dataset, args, overrides, settings,
+                           progress_path=os.path.join(folder, "runs.jsonl"))
 
     rows = []
     for run in runs:

@@ -106,10 +106,12 @@ def model_config(model, dataset, config_files, overrides):
     return Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(overrides))
 
 
-def run_grid(configs, dataset, args, overrides, settings, on_result=None):
+def run_grid(configs, dataset, args, overrides, settings, on_result=None, progress_path=None):
     """Train every ``(model, label, extra_overrides)`` with every seed (``seed, seed+1, ...``); returns the runs
     (each run's outcome plus ``label``, ``seed``, ``status``). Identical configurations are run once.
-    ``analysis_isolated``: each run in a fresh process (as side-by-side mode), else in this process."""
+    ``analysis_isolated``: each run in a fresh process (as side-by-side mode), else in this process.
+    ``progress_path``: each finished run is appended there as one JSON line, so a long analysis that is
+    interrupted keeps the runs it finished."""
     from recbole_ssr.benchmark import _run_one, run_isolated
 
     overrides = dict(overrides)
@@ -131,6 +133,9 @@ def run_grid(configs, dataset, args, overrides, settings, on_result=None):
                 done[key] = outcome
             run = dict(done[key], model=model, label=label, seed=seed, overrides=extra)
             runs.append(run)
+            if progress_path is not None:
+                with open(progress_path, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(run, default=str) + "\n")
             if on_result is not None:
                 on_result(run)
     return runs

@@ -235,7 +235,8 @@ def run_groups(models, dataset, args, overrides, settings):
 
     metric = settings["analysis_metric"]
     folder = common.start(args, "groups", dataset)
-    runs = common.run_grid([(model, "default", {}) for model in models], dataset, args, overrides, settings)
+    runs = common.run_grid([(model, "default", {}) for model in models], dataset, args, overrides, settings,
+                           progress_path=os.path.join(folder, "runs.jsonl"))
     rows = []
     for run in runs:
         if run["status"] != "ok":

@@ -44,7 +44,8 @@ def run_sensitivity(models, dataset, args, overrides, settings):
                 points[label] = (key, value)
                 # the configured point runs without an override, so every sweep shares its runs
                 configs.append((model, label, {} if _equal(value, configured) else {key: value}))
-    runs = common.run_grid(configs, dataset, args, overrides, settings)
+    runs = common.run_grid(configs, dataset, args, overrides, settings,
+                           progress_path=os.path.join(folder, "runs.jsonl"))
 
     rows = []
     for run in runs:
