@@ -6,11 +6,15 @@ Every (model, seed) run happens in a fresh process (``spawn``): runs cannot leak
 contained and reported as *failed* while the others go on, and peak memory is measured per run. Seeds are
 ``seed, seed+1, ...`` (``seed`` from the configuration, default 999). The split is the dataset's (fixed under the
 mmrec protocol; under the recbole protocol RecBole draws it from the seed). Outputs: a markdown table on stdout,
-``<results>.json`` (every run and the summary) and ``<results>.csv`` (the summary, one row per model).
+``<results>.json`` (every run and the summary) and ``<results>.csv`` (the summary, one row per model); while the
+batch runs, every finished run is appended to ``<results>.runs.jsonl``. Runs made separately (one ``--results``
+file per seed, or an interrupted batch's ``.runs.jsonl``) are merged into the same table and files with
+``python -m recbole_ssr.benchmark FILE... --results=OUT.json``.
 Standard deviations are sample standard deviations (ddof = 1; 0 for one seed).
 """
 
 import csv
+import json
 import math
 import multiprocessing
 import os
@@ -95,6 +99,11 @@ def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, 
         get_model(model)
     overrides = dict(overrides or {})
     base_seed = int(overrides.pop("seed", 999))
+    if results_path is None:
+        results_path = os.path.join("saved", "benchmarks", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    progress_path = (results_path[:-5] if results_path.endswith(".json") else results_path) + ".runs.jsonl"
+    os.makedirs(os.path.dirname(os.path.abspath(progress_path)), exist_ok=True)
+    open(progress_path, "w").close()
     runs = []
     for model in models:
         for offset in range(seeds):
@@ -106,18 +115,93 @@ def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, 
             status = outcome["status"] if outcome["status"] == "ok" else f"FAILED ({outcome['error']})"
             print(f"[side-by-side] {model} seed {seed}: {status}", flush=True)
             runs.append(outcome)
-    rows = summarise(runs, models)
-    table = markdown_table(rows, seeds)
+            with open(progress_path, "a", encoding="utf-8") as handle:  # kept if the batch is interrupted
+                handle.write(json.dumps(outcome, default=str) + "\n")
+    seed_list = [base_seed + i for i in range(seeds)]
     print(f"\n{dataset}, {seeds} seed(s) from {base_seed}: test metrics at the best-valid epoch, mean ± std\n")
+    rows = write_outputs(dataset, models, seed_list, runs, results_path)
+    return rows, runs
+
+
+def write_outputs(dataset, models, seeds, runs, results_path=None):
+    """Summarise ``runs``, print the table, write ``<results>.json`` and ``<results>.csv``; returns the rows."""
+    rows = summarise(runs, models)
+    table = markdown_table(rows, len(seeds))
     print(table)
     if results_path is None:
         results_path = os.path.join("saved", "benchmarks", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}.json")
     stem = results_path[:-5] if results_path.endswith(".json") else results_path
-    write_json(f"{stem}.json", {"dataset": dataset, "models": models, "seeds": [base_seed + i for i in range(seeds)],
+    write_json(f"{stem}.json", {"dataset": dataset, "models": models, "seeds": list(seeds),
                                 "summary": rows, "runs": runs, "table": table})
     with open(f"{stem}.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     print(f"\nwritten: {stem}.json, {stem}.csv")
-    return rows, runs
+    return rows
+
+
+def load_runs(paths):
+    """Runs from result files: single-run ``--results`` JSONs, side-by-side/analysis JSONs (key ``runs``) or
+    ``runs.jsonl`` progress files. Raises RecboleSSRError naming the file when one is none of these."""
+    from recbole_ssr.errors import RecboleSSRError
+
+    runs = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                if path.endswith(".jsonl"):
+                    found = [json.loads(line) for line in handle if line.strip()]
+                else:
+                    payload = json.load(handle)
+                    found = payload["runs"] if isinstance(payload, dict) and "runs" in payload else [payload]
+        except (OSError, ValueError) as exc:
+            raise RecboleSSRError(f"{path}: cannot read results ({exc}).") from exc
+        for run in found:
+            if not isinstance(run, dict) or "model" not in run or ("test_result" not in run and "status" not in run):
+                raise RecboleSSRError(f"{path}: not a results file of run_recbole_ssr.py (expected the JSON written "
+                                      "by --results, a side-by-side/analysis JSON or a runs.jsonl).")
+            run = dict(run)
+            run.setdefault("status", "ok")
+            run.setdefault("seed", (run.get("config") or {}).get("seed"))
+            runs.append(run)
+    return runs
+
+
+def merge(paths, results_path=None):
+    """The side-by-side table over runs that were made separately (e.g. one ``--results`` file per seed)."""
+    from recbole_ssr.errors import RecboleSSRError
+
+    runs = load_runs(paths)
+    datasets = sorted({str(r.get("dataset")) for r in runs})
+    if len(datasets) != 1:
+        raise RecboleSSRError(f"the files hold runs of several datasets ({', '.join(datasets)}); merge one at a time.")
+    models = list(dict.fromkeys(r["model"] for r in runs))
+    seeds = sorted({r["seed"] for r in runs if r.get("seed") is not None})
+    print(f"\n{datasets[0]}, {len(runs)} run(s) from {len(paths)} file(s), seeds {seeds}: test metrics at the "
+          "best-valid epoch, mean ± std\n")
+    return write_outputs(datasets[0], models, seeds, runs, results_path)
+
+
+def main(argv=None):
+    """``python -m recbole_ssr.benchmark RESULT.json ... [--results=OUT.json]``: merge separate runs into one table."""
+    import argparse
+    import sys
+
+    from recbole_ssr.errors import RecboleSSRError
+
+    parser = argparse.ArgumentParser(prog="python -m recbole_ssr.benchmark", description=main.__doc__,
+                                     allow_abbrev=False)
+    parser.add_argument("files", nargs="+", help="results JSON files (--results output, side-by-side JSON) or runs.jsonl")
+    parser.add_argument("--results", default=None, help="where to write the merged JSON (and CSV beside it)")
+    args = parser.parse_args(argv)
+    try:
+        merge(args.files, args.results)
+    except RecboleSSRError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import QUICK
-from recbole_ssr.benchmark import mean_std, run_side_by_side
+from recbole_ssr.benchmark import main as merge_main, mean_std, run_side_by_side
 from recbole_ssr.errors import ConfigError
 
 
@@ -30,6 +30,29 @@ def test_side_by_side_aggregates_seeds_and_reports_failures(make_mmrec, tmp_path
     assert len(saved["runs"]) == 4 and saved["summary"][0]["model"] == "BPR"
     with open(tmp_path / "bench.csv") as f:
         assert [row["model"] for row in csv.DictReader(f)] == ["BPR", "VBPR"]
+    progress = [json.loads(line) for line in open(tmp_path / "bench.runs.jsonl")]  # written run by run
+    assert [(r["model"], r["seed"], r["status"]) for r in progress] == [(r["model"], r["seed"], r["status"]) for r in runs]
+
+    # the same BPR seeds made as separate runs (one --results file each, as quick_start writes them) merge into the
+    # same summary
+    files = []
+    for run in runs[:2]:
+        single = {k: v for k, v in run.items() if k not in ("status", "seed", "wall_seconds")}
+        files.append(tmp_path / f"bpr_{run['seed']}.json")
+        files[-1].write_text(json.dumps(single))
+    assert merge_main([str(f) for f in files] + ["--results", str(tmp_path / "merged.json")]) == 0
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    assert merged["seeds"] == [5, 6] and merged["models"] == ["BPR"]
+    for metric in ("recall@20", "ndcg@10"):
+        assert merged["summary"][0][f"{metric}_mean"] == pytest.approx(bpr[f"{metric}_mean"])
+        assert merged["summary"][0][f"{metric}_std"] == pytest.approx(bpr[f"{metric}_std"])
+
+
+def test_merge_rejects_a_file_that_is_not_results(tmp_path, capsys):
+    bad = tmp_path / "notes.json"
+    bad.write_text(json.dumps({"hello": 1}))
+    assert merge_main([str(bad)]) == 2
+    assert "notes.json: not a results file" in capsys.readouterr().err
 
 
 def test_unknown_model_fails_before_any_run():
