@@ -65,6 +65,9 @@ def build_parser():
                         help="folder of the searches' timestamped result folders (--tune; default tune_results/)")
     parser.add_argument("--analysis", default=None, choices=["groups", "ablation", "bands", "sensitivity"],
                         help="run one of the paper's analyses")
+    parser.add_argument("--analysis_from", default=None,
+                        help="--analysis=groups only: build the report from existing results files (--results JSONs, "
+                             "side-by-side JSONs, runs.jsonl; comma separated) instead of training")
     parser.add_argument("--analysis_output", default=None,
                         help="folder of the analyses' timestamped output folders (--analysis; default "
                              "analysis_results/)")
@@ -95,6 +98,16 @@ def main(argv=None):
         args, overrides = parse_args(argv)
         if "show_progress" not in overrides and sys.stdout.isatty():
             overrides["show_progress"] = True
+        if args.analysis_from:
+            if args.analysis != "groups":
+                raise ConfigError("--analysis_from builds a report from finished runs: it works with "
+                                  "--analysis=groups only (the other analyses train their own variants).")
+            args.analysis_from = [f for f in args.analysis_from.replace(",", " ").split() if f]
+            from recbole_ssr.benchmark import load_runs
+
+            found = load_runs(args.analysis_from)
+            args.model = args.model or ",".join(dict.fromkeys(r["model"] for r in found))
+            args.dataset = args.dataset or found[0].get("dataset")
         models = [m for m in (args.model or default_model()).split(",") if m]
         dataset = args.dataset or DEFAULT_DATASET
         if args.tune:

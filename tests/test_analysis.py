@@ -343,3 +343,17 @@ def test_cli_analysis_prints_its_output_folder(make_mmrec, tmp_path):
     assert folder.startswith(str(tmp_path / "out" / f"groups-{name}-")) and os.path.isfile(f"{folder}/groups.md")
     payload = json.load(open(tmp_path / "r.json"))
     assert list(payload["runs"][0]["groups"]["user_degree"]) == ["<=4", ">4"]
+
+    # the same report from the finished runs, without training (no data_path: nothing is loaded)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "run_recbole_ssr.py"), "--analysis=groups",
+         f"--analysis_from={folder}/runs.jsonl", "--analysis_output=again", "--results=again.json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Epoch" not in proc.stdout and "training [" not in proc.stdout + proc.stderr
+    again = json.load(open(tmp_path / "again.json"))
+    assert again["summary"] == payload["summary"] and again["runs"][0]["seed"] == payload["runs"][0]["seed"]
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "run_recbole_ssr.py"), "--analysis=ablation",
+         f"--analysis_from={folder}/runs.jsonl"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--analysis=groups only" in proc.stderr

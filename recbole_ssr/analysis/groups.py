@@ -228,6 +228,25 @@ def groups_markdown(groups, metrics=None):
 # ---------------------------------------------------------------------------------------------------------------
 # --analysis=groups
 # ---------------------------------------------------------------------------------------------------------------
+def runs_from_files(paths, models, dataset):
+    """Finished runs of ``models`` on ``dataset`` read from results files (``--analysis_from``), no training."""
+    from recbole_ssr.benchmark import load_runs
+
+    runs = []
+    for run in load_runs(paths):
+        if run.get("dataset") not in (None, dataset):
+            raise ConfigError(f"--analysis_from: a run of {run['model']} is on dataset '{run.get('dataset')}', "
+                              f"not '{dataset}'; pass the files of one dataset.")
+        if run["model"] in models:
+            if run["status"] == "ok" and not run.get("groups"):
+                raise ConfigError(f"--analysis_from: a run of {run['model']} (seed {run.get('seed')}) has no "
+                                  "group metrics (key 'groups'); it was made by an older version — rerun it.")
+            runs.append(dict(run, label="default"))
+    if not runs:
+        raise ConfigError(f"--analysis_from: no run of {', '.join(models)} in {', '.join(paths)}.")
+    return runs
+
+
 def run_groups(models, dataset, args, overrides, settings):
     """Every model x seed; tables of the metrics per group (mean ± std over seeds), CSV, JSON, a bar chart.
     Returns the output folder."""
@@ -235,8 +254,11 @@ def run_groups(models, dataset, args, overrides, settings):
 
     metric = settings["analysis_metric"]
     folder = common.start(args, "groups", dataset)
-    runs = common.run_grid([(model, "default", {}) for model in models], dataset, args, overrides, settings,
-                           progress_path=os.path.join(folder, "runs.jsonl"))
+    if getattr(args, "analysis_from", None):
+        runs = runs_from_files(args.analysis_from, models, dataset)
+    else:
+        runs = common.run_grid([(model, "default", {}) for model in models], dataset, args, overrides, settings,
+                               progress_path=os.path.join(folder, "runs.jsonl"))
     rows = []
     for run in runs:
         if run["status"] != "ok":
@@ -265,7 +287,9 @@ def run_groups(models, dataset, args, overrides, settings):
                         for m in models},
                        ylabel=metric, title=f"{dataset}: {metric} per group (test)")
     report = [f"# Group evaluation: {dataset}", "",
-              common.describe_runs(runs, args, overrides), "",
+              common.describe_runs(runs, args, overrides)
+              + (f" Runs read from {', '.join(args.analysis_from)} (no training)."
+                 if getattr(args, "analysis_from", None) else ""), "",
               f"## {metric} per group (mean ± std over seeds; last row: evaluated users)", "", metric_table, "",
               "## Every metric", "", detail, "", f"![{metric} per group]({os.path.basename(chart)})", "",
               common.GROUP_DEFINITIONS]
