@@ -353,6 +353,15 @@ def test_cli_analysis_prints_its_output_folder(make_mmrec, tmp_path):
     assert "Epoch" not in proc.stdout and "training [" not in proc.stdout + proc.stderr
     again = json.load(open(tmp_path / "again.json"))
     assert again["summary"] == payload["summary"] and again["runs"][0]["seed"] == payload["runs"][0]["seed"]
+    old_run = {k: v for k, v in payload["runs"][0].items() if k != "groups"}  # as written by an older version
+    (tmp_path / "old.json").write_text(json.dumps(dict(old_run, seed=7)))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "run_recbole_ssr.py"), "--analysis=groups",
+         f"--analysis_from={folder}/runs.jsonl,old.json", "--analysis_output=again", "--results=again.json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 run(s) have no group metrics" in proc.stdout and "BPR seed 7" in proc.stdout
+    assert json.load(open(tmp_path / "again.json"))["summary"] == payload["summary"]
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "run_recbole_ssr.py"), "--analysis=ablation",
          f"--analysis_from={folder}/runs.jsonl"], cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -232,19 +232,23 @@ def runs_from_files(paths, models, dataset):
     """Finished runs of ``models`` on ``dataset`` read from results files (``--analysis_from``), no training."""
     from recbole_ssr.benchmark import load_runs
 
-    runs = []
+    runs, without_groups = [], []
     for run in load_runs(paths):
         if run.get("dataset") not in (None, dataset):
             raise ConfigError(f"--analysis_from: a run of {run['model']} is on dataset '{run.get('dataset')}', "
                               f"not '{dataset}'; pass the files of one dataset.")
-        if run["model"] in models:
-            if run["status"] == "ok" and not run.get("groups"):
-                raise ConfigError(f"--analysis_from: a run of {run['model']} (seed {run.get('seed')}) has no "
-                                  "group metrics (key 'groups'); it was made by an older version — rerun it.")
-            runs.append(dict(run, label="default"))
+        if run["model"] not in models:
+            continue
+        if run["status"] == "ok" and not run.get("groups"):  # made by a version without group metrics
+            without_groups.append(f"{run['model']} seed {run.get('seed')}")
+            continue
+        runs.append(dict(run, label="default"))
+    if without_groups:
+        print(f"[analysis] --analysis_from: {len(without_groups)} run(s) have no group metrics (key 'groups') and "
+              f"are left out: {', '.join(without_groups)}", flush=True)
     if not runs:
-        raise ConfigError(f"--analysis_from: no run of {', '.join(models)} in {', '.join(paths)}.")
-    return runs
+        raise ConfigError(f"--analysis_from: no run of {', '.join(models)} with group metrics in {', '.join(paths)}.")
+    return runs, without_groups
 
 
 def run_groups(models, dataset, args, overrides, settings):
@@ -255,8 +259,9 @@ def run_groups(models, dataset, args, overrides, settings):
     metric = settings["analysis_metric"]
     folder = common.start(args, "groups", dataset)
     if getattr(args, "analysis_from", None):
-        runs = runs_from_files(args.analysis_from, models, dataset)
+        runs, without_groups = runs_from_files(args.analysis_from, models, dataset)
     else:
+        without_groups = []
         runs = common.run_grid([(model, "default", {}) for model in models], dataset, args, overrides, settings,
                                progress_path=os.path.join(folder, "runs.jsonl"))
     rows = []
@@ -289,7 +294,8 @@ def run_groups(models, dataset, args, overrides, settings):
     report = [f"# Group evaluation: {dataset}", "",
               common.describe_runs(runs, args, overrides)
               + (f" Runs read from {', '.join(args.analysis_from)} (no training)."
-                 if getattr(args, "analysis_from", None) else ""), "",
+                 if getattr(args, "analysis_from", None) else "")
+              + (f" Left out for lack of group metrics: {', '.join(without_groups)}." if without_groups else ""), "",
               f"## {metric} per group (mean ± std over seeds; last row: evaluated users)", "", metric_table, "",
               "## Every metric", "", detail, "", f"![{metric} per group]({os.path.basename(chart)})", "",
               common.GROUP_DEFINITIONS]
