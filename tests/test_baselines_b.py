@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
 from conftest import QUICK
@@ -132,6 +133,20 @@ def test_lgmrec_contrast_runs_over_modality_pairs(make_mmrec):
     two, train = build(make_mmrec, "LGMRec", reg_weight=0.0)
     with_cl, without = loss_with_and_without_cl(two, first_batch(train))
     assert with_cl > without + 1.0  # summed over the batch: ~ 2 * 64 * log(candidates)
+
+
+def test_lgmrec_infonce_equals_cross_entropy_over_all_candidates(make_mmrec):
+    net, _ = build(make_mmrec, "LGMRec")
+    torch.manual_seed(0)
+    candidates = torch.randn(30, 8)
+    picked = torch.tensor([3, 7, 7, 0])  # positives are candidates (rows of the other modality), repeats allowed
+    anchors = torch.randn(4, 8)
+    for tau in (0.2, 0.005):  # the plain exp-sum path and the overflow-safe path
+        net.tau = tau
+        logits = F.normalize(anchors, dim=1) @ F.normalize(candidates, dim=1).T / tau
+        expected = F.cross_entropy(logits, picked, reduction="sum")
+        got = net.hypergraph_infonce(anchors, candidates[picked], candidates)
+        assert torch.isfinite(got) and got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 # -- SMORE -------------------------------------------------------------------------------------------------------------

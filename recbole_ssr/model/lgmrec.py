@@ -137,10 +137,16 @@ class LGMRec(MultimodalRecommender):
     # -- loss ----------------------------------------------------------------------------------------------------
     def hypergraph_infonce(self, anchors, positives, candidates):
         """Σ_b -log( exp(cos(a_b, p_b)/τ) / Σ_c exp(cos(a_b, c)/τ) ) (p_b is itself one of the candidates)."""
-        anchors, positives = F.normalize(anchors, dim=1), F.normalize(positives, dim=1)
-        candidates = F.normalize(candidates, dim=1)
-        positive = (anchors * positives).sum(dim=1) / self.tau
-        return (torch.logsumexp(anchors @ candidates.T / self.tau, dim=1) - positive).sum()
+        # This loss is most of an LGMRec step (N = every user / every item): 1/τ scales the [B, d] anchors instead
+        # of the [B, N] similarities, and since cosines lie in [-1, 1], exp(cos/τ) cannot overflow float32 for
+        # τ ≥ 1/80, where the plain log of the sum (no max subtraction) is exact and cheaper.
+        anchors = F.normalize(anchors, dim=1) / self.tau
+        positives, candidates = F.normalize(positives, dim=1), F.normalize(candidates, dim=1)
+        positive = (anchors * positives).sum(dim=1)
+        logits = anchors @ candidates.T
+        if self.tau >= 1.0 / 80:
+            return (torch.log(torch.exp(logits).sum(dim=1)) - positive).sum()
+        return (torch.logsumexp(logits, dim=1) - positive).sum()
 
     def calculate_loss(self, interaction):
         users, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
