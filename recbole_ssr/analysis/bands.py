@@ -238,7 +238,10 @@ def _energy_section(folder, tables, dataset):
     labels = [band_label(m, num_bands) for m in range(num_bands)]
     modalities = list(dict.fromkeys(key[1] for key in best))
     lines_ = ["## Energy share per band and modality", "",
-              "Projection share ⟨X_c, band_m⟩/‖X_c‖² of each branch chunk c (rows sum to 1), best checkpoint.",
+              "Projection share ⟨X_c, band_m⟩/‖X_c‖² of each branch chunk c (rows sum to 1), best checkpoint. Over all "
+              "nodes a share is an energy (≥ 0, up to the band filters' approximation); over the users or the "
+              "items alone it is a projection and can be negative, since the bands are orthogonal over the whole "
+              "graph, not over a part of it.",
               ""]
     for nodes in ("all", "users", "items"):
         rows = [[f"{nodes}: {name}"] + [common.fmt_mean_std(best[(nodes, name, m)]["share"], 3)
