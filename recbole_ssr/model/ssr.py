@@ -41,12 +41,6 @@ def first_occurrences(ids):
     return first.scatter_reduce(0, inverse, positions, reduce="amin")
 
 
-class _SideOutputs(list):
-    """[(h, h_spec) of users, positives, negatives] with the operators' regulariser attached."""
-
-    regularizer = 0.0
-
-
 class SSR(MultimodalRecommender):
     min_modalities = 0
 
@@ -173,32 +167,28 @@ class SSR(MultimodalRecommender):
         # one gather for all batch rows (one dense gradient instead of three); items: positives then negatives
         rows = torch.cat([users, pos, neg])
         picked, picked_node = bands[:, rows].transpose(0, 1), node[rows]
-        sides = (("user", slice(0, batch)), ("item", slice(batch, None)))
-        full = self.reason_sides(picked, picked_node, sides)
+        full, omega = self.reason_batch(picked, picked_node, batch)
         pos_scores, neg_scores = self.score(full[0], full[1]), self.score(full[0], full[2])
         loss = F.binary_cross_entropy_with_logits(pos_scores, torch.ones_like(pos_scores)) + \
             F.binary_cross_entropy_with_logits(neg_scores, torch.zeros_like(neg_scores))
-        loss = loss + self.reg_weight * full.regularizer
+        loss = loss + self.reg_weight * omega
 
         if self.mask_rate > 0 and self.mask_weight > 0:
             masked_bands = mask_bands(picked, self.mask_rate, self.mask_fill)[0]
-            masked = self.reason_sides(masked_bands, picked_node, sides)
-            loss = loss + self.reg_weight * masked.regularizer
+            masked, masked_omega = self.reason_batch(masked_bands, picked_node, batch)
+            loss = loss + self.reg_weight * masked_omega
             loss = loss + self.mask_weight * self.mask_consistency_loss(full, masked)
         if self.cl_weight > 0 and len(self.chunk_slices) >= 2:
             loss = loss + self.cl_weight * self.contrastive_loss(picked[:batch], users, picked[batch:2 * batch], pos)
         return loss
 
-    def reason_sides(self, bands, node, sides):
-        """(iii) for the batch's users and items (positives and negatives together) -> [users, pos, neg] outputs
-        (h, h_spec) plus ``.regularizer`` (Ω counted once per node set, as three separate operator calls would)."""
-        user_side, item_side = sides
-        hu, su, reg_u, _ = self.reason(bands[user_side[1]], node[user_side[1]], "user")
-        hi, si, reg_i, _ = self.reason(bands[item_side[1]], node[item_side[1]], "item")
-        batch = hu.shape[0]
-        outputs = _SideOutputs([(hu, su), (hi[:batch], si[:batch]), (hi[batch:], si[batch:])])
-        outputs.regularizer = reg_u + 2 * reg_i  # Ω once per scored node set: users, positives, negatives
-        return outputs
+    def reason_batch(self, bands, node, batch):
+        """(iii) for the batch rows ``[users; positives; negatives]`` -> ([(h, h_spec)] of users, positives,
+        negatives; Ω counted once per scored node set, as three separate operator calls would)."""
+        hu, su, reg_u, _ = self.reason(bands[:batch], node[:batch], "user")
+        hi, si, reg_i, _ = self.reason(bands[batch:], node[batch:], "item")
+        outputs = [(hu, su), (hi[:batch], si[:batch]), (hi[batch:], si[batch:])]
+        return outputs, reg_u + 2 * reg_i
 
     def mask_consistency_loss(self, full, masked):
         """(ii): MSE between the masked and the (stop-gradient) full pass: representations h of the batch's
