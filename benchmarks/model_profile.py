@@ -27,6 +27,37 @@ def time_call(function):
     return time.perf_counter() - start
 
 
+def first_batches(train_data, count):
+    """The first ``count`` training batches of a data loader."""
+    batches = []
+    for interaction in train_data:
+        batches.append(interaction)
+        if len(batches) == count:
+            break
+    return batches
+
+
+def time_training_steps(models, batches):
+    """Round-robin training steps (forward + backward + optimizer step) of ``{name: (model, optimizer)}`` on the
+    same ``batches``: model 1 batch 1, model 2 batch 1, ... so that outside load hits every model alike.
+    Returns ({name: seconds of the first step}, {name: [seconds of every later step]})."""
+    first_step, step_times = {}, {name: [] for name in models}
+    for index, interaction in enumerate(batches):
+        for name, (model, optimizer) in models.items():
+            def step():
+                loss = model.calculate_loss(interaction.to(model.device))
+                loss = sum(loss) if isinstance(loss, tuple) else loss
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            seconds = time_call(step)
+            if index == 0:  # the first batch warms caches and carries per-epoch work (LATTICE, SSR)
+                first_step[name] = seconds
+            else:
+                step_times[name].append(seconds)
+    return first_step, step_times
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--dataset", default="tiktok")
@@ -58,27 +89,7 @@ def main():
         trainer = get_trainer(config["MODEL_TYPE"], name)(config, model)
         evaluators[name] = (trainer, valid_data)
         models[name] = (model, optimizer)
-    batches = []
-    for interaction in train:
-        batches.append(interaction)
-        if len(batches) == args.batches + 1:
-            break
-
-    step_times = {name: [] for name in names}
-    first_step = {}
-    for index, interaction in enumerate(batches):
-        for name, (model, optimizer) in models.items():
-            def step():
-                loss = model.calculate_loss(interaction.to(model.device))
-                loss = sum(loss) if isinstance(loss, tuple) else loss
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            seconds = time_call(step)
-            if index == 0:
-                first_step[name] = seconds
-            else:
-                step_times[name].append(seconds)
+    first_step, step_times = time_training_steps(models, first_batches(train, args.batches + 1))
     eval_times = {}
     for name, (trainer, valid_data) in evaluators.items():
         eval_times[name] = time_call(lambda: trainer.evaluate(valid_data, load_best_model=False,

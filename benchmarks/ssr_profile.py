@@ -10,9 +10,9 @@ to LightGCN's.
 
 import argparse
 import statistics
-import time
 
 import torch
+from model_profile import first_batches, time_training_steps  # benchmarks/ is the script folder
 
 VARIANTS = {
     "SSR (defaults)": {},
@@ -48,21 +48,7 @@ def main():
         if hasattr(model, "pre_epoch_processing"):
             model.pre_epoch_processing(0)
         models[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-4))
-    batches = []
-    for interaction in train:
-        batches.append(interaction)
-        if len(batches) == args.batches + 1:
-            break
-    times = {name: [] for name in models}
-    for step, interaction in enumerate(batches):
-        for name, (model, optimizer) in models.items():
-            start = time.perf_counter()
-            loss = model.calculate_loss(interaction)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if step > 0:  # the first batch warms caches (eigen/moments, allocator)
-                times[name].append(time.perf_counter() - start)
+    _, times = time_training_steps(models, first_batches(train, args.batches + 1))  # first batch: warm-up
     reference = statistics.median(times["LightGCN"])
     batches_per_epoch = len(train)
     print(f"{args.dataset}: {batches_per_epoch} training batches per epoch, torch threads {torch.get_num_threads()}")
