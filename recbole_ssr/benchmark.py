@@ -13,15 +13,18 @@ file per seed, or an interrupted batch's ``.runs.jsonl``) are merged into the sa
 Standard deviations are sample standard deviations (ddof = 1; 0 for one seed).
 """
 
+import argparse
 import csv
 import json
 import math
 import multiprocessing
 import os
+import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 
+from recbole_ssr.errors import RecboleSSRError
 from recbole_ssr.quick_start import write_json
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
@@ -99,8 +102,7 @@ def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, 
         get_model(model)
     overrides = dict(overrides or {})
     base_seed = int(overrides.pop("seed", 999))
-    if results_path is None:
-        results_path = os.path.join("saved", "benchmarks", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    results_path = results_path or default_results_path(dataset)
     progress_path = (results_path[:-5] if results_path.endswith(".json") else results_path) + ".runs.jsonl"
     os.makedirs(os.path.dirname(os.path.abspath(progress_path)), exist_ok=True)
     open(progress_path, "w").close()
@@ -123,13 +125,16 @@ def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, 
     return rows, runs
 
 
+def default_results_path(dataset):
+    return os.path.join("saved", "benchmarks", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+
+
 def write_outputs(dataset, models, seeds, runs, results_path=None):
     """Summarise ``runs``, print the table, write ``<results>.json`` and ``<results>.csv``; returns the rows."""
     rows = summarise(runs, models)
     table = markdown_table(rows, len(seeds))
     print(table)
-    if results_path is None:
-        results_path = os.path.join("saved", "benchmarks", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    results_path = results_path or default_results_path(dataset)
     stem = results_path[:-5] if results_path.endswith(".json") else results_path
     write_json(f"{stem}.json", {"dataset": dataset, "models": models, "seeds": list(seeds),
                                 "summary": rows, "runs": runs, "table": table})
@@ -144,7 +149,6 @@ def write_outputs(dataset, models, seeds, runs, results_path=None):
 def load_runs(paths):
     """Runs from result files: single-run ``--results`` JSONs, side-by-side/analysis JSONs (key ``runs``) or
     ``runs.jsonl`` progress files. Raises RecboleSSRError naming the file when one is none of these."""
-    from recbole_ssr.errors import RecboleSSRError
 
     runs = []
     for path in paths:
@@ -170,7 +174,6 @@ def load_runs(paths):
 
 def merge(paths, results_path=None):
     """The side-by-side table over runs that were made separately (e.g. one ``--results`` file per seed)."""
-    from recbole_ssr.errors import RecboleSSRError
 
     runs = load_runs(paths)
     datasets = sorted({str(r.get("dataset")) for r in runs})
@@ -185,11 +188,6 @@ def merge(paths, results_path=None):
 
 def main(argv=None):
     """``python -m recbole_ssr.benchmark RESULT.json ... [--results=OUT.json]``: merge separate runs into one table."""
-    import argparse
-    import sys
-
-    from recbole_ssr.errors import RecboleSSRError
-
     parser = argparse.ArgumentParser(prog="python -m recbole_ssr.benchmark", description=main.__doc__,
                                      allow_abbrev=False)
     parser.add_argument("files", nargs="+", help="results JSON files (--results output, side-by-side JSON) or runs.jsonl")
