@@ -26,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from recbole_ssr.errors import RecboleSSRError
 from recbole_ssr.quick_start import write_json
+from recbole_ssr.safe_io import atomic_write
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 
@@ -138,7 +139,7 @@ def write_outputs(dataset, models, seeds, runs, results_path=None):
     stem = results_path[:-5] if results_path.endswith(".json") else results_path
     write_json(f"{stem}.json", {"dataset": dataset, "models": models, "seeds": list(seeds),
                                 "summary": rows, "runs": runs, "table": table})
-    with open(f"{stem}.csv", "w", newline="", encoding="utf-8") as f:
+    with atomic_write(f"{stem}.csv", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -53,12 +53,10 @@ def config_snapshot(config):
 
 
 def write_json(path, payload):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    staging = f"{path}.tmp"
-    with open(staging, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(staging, path)
+    """``payload`` as JSON at ``path``, written to a temporary file and renamed into place."""
+    from recbole_ssr.safe_io import write_json as write_json_atomically
+
+    write_json_atomically(path, payload)
 
 
 def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):

@@ -12,6 +12,8 @@ Differences from ``recbole.trainer.Trainer.fit`` (everything else - batches, los
 * ``callback_fn(epoch, valid_score, valid_result)`` is called after every evaluation (per-epoch Ray Tune reports).
 * Checkpoints get a unique file name (RecBole's second-resolution timestamps collide between concurrent runs) and
   are loaded with ``weights_only=False`` - only these files, which this trainer wrote itself.
+* Checkpoints are written to a temporary file and renamed into place: a kill during a save leaves the previous
+  best checkpoint, never a torn one.
 * Timing and bookkeeping for the results file: ``best_epoch``, ``epochs_run``, ``seconds_per_epoch``.
 """
 
@@ -39,6 +41,30 @@ class CheckpointFixMixin:
             self.checkpoint_dir, f"{self.config['model']}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}.pth"
         )
 
+    def _save_checkpoint(self, epoch, *args, **kwargs):
+        """RecBole's checkpoint, written atomically (RecBole rewrites the best checkpoint in place)."""
+        if Trainer._save_checkpoint is not _recbole_save_checkpoint(type(self)):
+            return super()._save_checkpoint(epoch, *args, **kwargs)  # a trainer with its own checkpoint format
+        verbose = args[0] if args else kwargs.pop("verbose", True)
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return None
+        from recbole_ssr.safe_io import save_with
+
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        save_with(saved_model_file, lambda handle: torch.save(state, handle, pickle_protocol=4))
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+        return None
+
     def _load_weights(self, checkpoint_file):
         checkpoint = load_own_checkpoint(checkpoint_file, self.device)
         self.model.load_state_dict(checkpoint["state_dict"])
@@ -61,6 +87,14 @@ class CheckpointFixMixin:
         self.best_valid_score = checkpoint["best_valid_score"]
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+
+def _recbole_save_checkpoint(trainer_class):
+    """The ``_save_checkpoint`` that ``trainer_class`` inherits from RecBole (past our mixin)."""
+    for klass in trainer_class.__mro__:
+        if klass is not CheckpointFixMixin and "_save_checkpoint" in vars(klass) and klass.__module__.startswith("recbole."):
+            return vars(klass)["_save_checkpoint"]
+    return None
 
 
 def with_checkpoint_fix(trainer_class):

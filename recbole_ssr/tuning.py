@@ -405,8 +405,9 @@ def write_trials_csv(path, records, searched):
     columns = (["trial_id", "status"] + [f"config/{k}" for k in searched]
                + [f"valid/{m}" for m in metrics] + [f"test/{m}" for m in metrics]
                + ["best_epoch", "epochs", "seconds", "seconds_per_epoch", "error", "trial_dir"])
-    staging = f"{path}.tmp"
-    with open(staging, "w", encoding="utf-8", newline="") as f:
+    from recbole_ssr.safe_io import atomic_write
+
+    with atomic_write(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for r in records:
@@ -416,7 +417,6 @@ def write_trials_csv(path, records, searched):
             row += [r["valid"].get(m, "") for m in metrics] + [r["test"].get(m, "") for m in metrics]
             row += [r["best_epoch"], r["epochs"], r["seconds"], r["seconds_per_epoch"], r["error"], r["trial_dir"]]
             writer.writerow(["" if v is None else v for v in row])
-    os.replace(staging, path)
 
 
 def best_config(manifest, params):
@@ -445,10 +445,10 @@ def write_best_yaml(path, manifest, best, metric):
         f"--config_files={path}",
     ]
     body = yaml.safe_dump(best_config(manifest, best["params"]), sort_keys=False, default_flow_style=False)
-    staging = f"{path}.tmp"
-    with open(staging, "w", encoding="utf-8") as f:
+    from recbole_ssr.safe_io import atomic_write
+
+    with atomic_write(path) as f:
         f.write("\n".join(header) + "\n" + body)
-    os.replace(staging, path)
 
 
 # --------------------------------------------------------------------------------------------------------------

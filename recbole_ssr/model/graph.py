@@ -114,10 +114,9 @@ class GraphCache:
         if os.path.isfile(path):
             return torch.load(path, weights_only=True)
         result = build()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        staging = f"{path}.{os.getpid()}.tmp"
-        torch.save(result, staging)
-        os.replace(staging, path)
+        from recbole_ssr.safe_io import save_with
+
+        save_with(path, lambda handle: torch.save(result, handle))
         return result
 
 

@@ -3,12 +3,14 @@
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from recbole_ssr.prepare import encoders as enc
+from recbole_ssr.safe_io import new_staging_folder, replace_folder
 from recbole_ssr.prepare.errors import PrepareError
 from recbole_ssr.prepare.kcore import kcore_mask
 from recbole_ssr.prepare.readers import index_images, load_image, read_interactions, read_items
@@ -175,16 +177,29 @@ def _image_features(images_dir, item_ids, encoder, device, batch_size, fallback,
     return features, np.flatnonzero(~present), info
 
 
-def _write_atomic(path, write):
-    temporary = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(temporary, "wb") as f:
-            write(f)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+def _check_output_is_ours(output):
+    """``--output`` is replaced as a whole, so it must be missing, empty, or a folder an earlier run of this command
+    wrote (its ``prepare_summary.json`` lists every file in it). Anything else is refused and left untouched."""
+    if not output or not os.path.isdir(output):
+        return
+    present = sorted(os.listdir(output))
+    if not present:
+        return
+    ours = set()
+    summary_path = os.path.join(output, SUMMARY)
+    if os.path.isfile(summary_path):
+        try:
+            with open(summary_path, "r", encoding="utf-8") as handle:
+                ours = set(json.load(handle).get("files", []))
+        except (OSError, ValueError, AttributeError):
+            ours = set()
+    foreign = [f for f in present if f not in ours]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise PrepareError(
+            f"--output {output} already holds files this command did not write ({shown}); it is left untouched. "
+            f"Pass a new or empty folder (e.g. --output {os.path.normpath(output)}_prepared), or move those files "
+            "away first.")
 
 
 def _tsv_bytes(frame):
@@ -219,6 +234,7 @@ def prepare_dataset(interactions, output, name, items=None, images=None, kcore=5
         if given is not None and os.path.abspath(given) in outputs:
             raise PrepareError(f"{given} is both an input and a file this command writes; choose another "
                                "--output folder (or --name) so the raw data is not overwritten.")
+    _check_output_is_ours(output)
     # encoder specs are checked now (a typo fails fast) and loaded only once the interactions are ready
     if isinstance(text_encoder, str) or text_encoder is None:
         enc.text_encoder_kind(text_encoder)
@@ -297,53 +313,58 @@ def prepare_dataset(interactions, output, name, items=None, images=None, kcore=5
                 f"{'the mean of the others' if fallback == 'mean' else 'zero'} (listed in "
                 f"{MODALITY_FILES[modality][1]})")
 
-    # 6. write
+    # 6. write: every file into a staging folder beside --output, which then replaces --output as a whole
     try:
-        os.makedirs(output, exist_ok=True)
+        staging = new_staging_folder(output)
     except OSError as exc:
-        raise PrepareError(f"--output {output}: cannot create the folder ({exc}).") from None
+        raise PrepareError(f"--output {output}: cannot create the folder next to it ({exc.strerror or exc}); "
+                           "pass a folder in a place you can write to.") from None
     written = []
 
     def write(file_name, payload):
-        path = os.path.join(output, file_name)
-        if isinstance(payload, np.ndarray):
-            _write_atomic(path, lambda f: np.save(f, payload, allow_pickle=False))
-        else:
-            _write_atomic(path, lambda f: f.write(payload))
+        path = os.path.join(staging, file_name)
+        with open(path, "wb") as handle:
+            if isinstance(payload, np.ndarray):
+                np.save(handle, payload, allow_pickle=False)
+            else:
+                handle.write(payload)
         written.append(file_name)
 
-    write(f"{name}.inter", _tsv_bytes(inter))
-    write(USER_MAPPING, _tsv_bytes(pd.DataFrame({"user_id": user_raw, "userID": np.arange(len(user_raw))})))
-    write(ITEM_MAPPING, _tsv_bytes(pd.DataFrame({"item_id": item_raw, "itemID": np.arange(len(item_raw))})))
-    for modality, (feature_file, missing_file) in MODALITY_FILES.items():
-        if modality in features:
-            write(feature_file, np.ascontiguousarray(features[modality], dtype=np.float32))
-            rows = missing[modality]
-            write(missing_file, _tsv_bytes(pd.DataFrame({"itemID": rows.astype(np.int64),
-                                                          "item_id": [item_raw[i] for i in rows]})))
-            infos[modality].update(feature_file=feature_file, missing_list=missing_file)
-        else:  # never leave a stale modality from an earlier run next to the new .inter
-            for stale in (feature_file, missing_file):
-                path = os.path.join(output, stale)
-                if os.path.isfile(path):
-                    os.remove(path)
-                    flag = "--items" if modality == "text" else "--images"
-                    log(f"removed {stale} left by an earlier run (this run has no {flag})")
-
-    summary = {
-        "name": name,
-        "interactions": {
-            "file": os.path.basename(interactions), "columns": raw.columns, "rows": raw.n_rows,
-            "rows_without_ids": raw.n_missing_ids, "duplicates_dropped": int(duplicates),
-            "has_rating": raw.has_rating, "has_timestamp": raw.has_timestamp,
-        },
-        "kcore": {"k": int(kcore), "rounds": int(rounds), "before": before},
-        "n_users": len(user_raw), "n_items": len(item_raw), "n_interactions": int(len(inter)),
-        "split": {"method": split, "seed": int(seed) if split == "random" else None, "counts": counts},
-        "modalities": infos,
-        "files": sorted(written + [SUMMARY]),
-    }
-    write(SUMMARY, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    try:
+        write(f"{name}.inter", _tsv_bytes(inter))
+        write(USER_MAPPING, _tsv_bytes(pd.DataFrame({"user_id": user_raw, "userID": np.arange(len(user_raw))})))
+        write(ITEM_MAPPING, _tsv_bytes(pd.DataFrame({"item_id": item_raw, "itemID": np.arange(len(item_raw))})))
+        for modality, (feature_file, missing_file) in MODALITY_FILES.items():
+            if modality in features:
+                write(feature_file, np.ascontiguousarray(features[modality], dtype=np.float32))
+                rows = missing[modality]
+                write(missing_file, _tsv_bytes(pd.DataFrame({"itemID": rows.astype(np.int64),
+                                                              "item_id": [item_raw[i] for i in rows]})))
+                infos[modality].update(feature_file=feature_file, missing_list=missing_file)
+        summary = {
+            "name": name,
+            "interactions": {
+                "file": os.path.basename(interactions), "columns": raw.columns, "rows": raw.n_rows,
+                "rows_without_ids": raw.n_missing_ids, "duplicates_dropped": int(duplicates),
+                "has_rating": raw.has_rating, "has_timestamp": raw.has_timestamp,
+            },
+            "kcore": {"k": int(kcore), "rounds": int(rounds), "before": before},
+            "n_users": len(user_raw), "n_items": len(item_raw), "n_interactions": int(len(inter)),
+            "split": {"method": split, "seed": int(seed) if split == "random" else None, "counts": counts},
+            "modalities": infos,
+            "files": sorted(written + [SUMMARY]),
+        }
+        write(SUMMARY, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        _check_output_is_ours(output)  # again: nothing may have appeared there while we worked
+        for stale in os.listdir(output) if os.path.isdir(output) else ():
+            if stale not in written:
+                log(f"removed {stale} of the earlier run (this run does not write it)")
+        replace_folder(staging, output)
+    except OSError as exc:
+        raise PrepareError(f"--output {output}: writing the dataset failed ({exc.strerror or exc}); {output} was "
+                           "left as it was. Free some space (or fix the permissions) and run again.") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     parent = os.path.dirname(os.path.abspath(output))
     if os.path.basename(os.path.normpath(os.path.abspath(output))) != name:
         log(f"note: the runner looks for <data_path>/{name}/{name}.inter, but this folder is named "
