@@ -10,6 +10,9 @@ Priority, lowest to highest (each level overrides the ones before it):
 6. ``config_file_list`` (``--config_files``), in order;
 7. ``config_dict`` (the runner passes the command line's ``--key=value`` here).
 
+Every key the user sets is checked before any data is loaded (:mod:`recbole_ssr.validation`): an unknown key, a
+value of the wrong type or out of range, or a metric RecBole does not compute is a :class:`ConfigError`.
+
 RecBole's own parsing of ``sys.argv`` is switched off: the runner owns the command line, and a library call
 (tests, Ray workers) must not pick up the arguments of whatever process it runs in.
 """
@@ -54,6 +57,43 @@ class Config(RecBoleConfig):
 
     def _load_cmd_line(self):
         return {}
+
+    def _load_config_files(self, file_list):
+        """RecBole's loading of ``--config_files``, with one clear error for a malformed file or one that is not a
+        mapping, and a note of which file set each key (for the messages of :mod:`recbole_ssr.validation`)."""
+        import yaml
+
+        merged, self.key_sources = {}, {}
+        for path in file_list or []:
+            try:
+                with open(path, "r", encoding="utf-8") as handle:
+                    loaded = yaml.load(handle.read(), Loader=self.yaml_loader)
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                raise ConfigError(f"config file {path} (from --config_files) is not valid YAML{where}: {problem}. "
+                                  "Fix the syntax (one 'key: value' per line).") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"config file {path} (from --config_files) cannot be read ({exc}).") from None
+            if loaded is None:
+                continue
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"config file {path} (from --config_files) holds a {type(loaded).__name__}, but a "
+                                  "mapping of 'key: value' lines is expected (e.g. 'learning_rate: 0.001').")
+            merged.update(loaded)
+            self.key_sources.update({key: path for key in loaded})
+        return merged
+
+    def _get_final_config_dict(self):
+        final = super()._get_final_config_dict()
+        from recbole_ssr.validation import validate
+
+        sources = dict(getattr(self, "key_sources", {}))
+        for key in self.variable_config_dict:
+            sources[key] = "the command line"
+        validate(final, self.internal_config_dict, self.external_config_dict, sources, self.model_class)
+        return final
 
     def _get_model_and_dataset(self, model, dataset):
         from recbole_ssr.utils import get_model
