@@ -97,13 +97,17 @@ def markdown_table(rows, seeds):
 
 
 def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, results_path=None):
-    from recbole_ssr.utils import get_model
+    from recbole_ssr.config import Config
+    from recbole_ssr.safe_io import check_writable_file
+    from recbole_ssr.validation import check_output_locations
 
-    for model in models:  # a typo fails fast, before hours of runs
-        get_model(model)
     overrides = dict(overrides or {})
+    for model in models:  # a typo or a bad setting fails now, not after hours of runs
+        check_output_locations(Config(model=model, dataset=dataset, config_file_list=config_files,
+                                      config_dict=dict(overrides)))
     base_seed = int(overrides.pop("seed", 999))
     results_path = results_path or default_results_path(dataset)
+    check_writable_file(results_path, "--results")
     progress_path = (results_path[:-5] if results_path.endswith(".json") else results_path) + ".runs.jsonl"
     os.makedirs(os.path.dirname(os.path.abspath(progress_path)), exist_ok=True)
     open(progress_path, "w").close()

@@ -2,6 +2,7 @@
 
 import argparse
 import ast
+import errno
 import os
 import sys
 
@@ -22,7 +23,10 @@ def default_model():
 
 
 def parse_value(text):
-    """``--key=value`` -> a Python value: numbers, lists, dicts, booleans, None; otherwise the string."""
+    """``--key=value`` -> a Python value: numbers, lists, dicts, booleans, None; otherwise the string.
+
+    Lists and mappings may be written as in Python (``['image']``) or as in the yaml files (``[image]``,
+    ``{image: 0.1, text: 0.9}``)."""
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -31,7 +35,17 @@ def parse_value(text):
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        return text
+        pass
+    stripped = text.strip()
+    if stripped[:1] + stripped[-1:] in ("[]", "{}"):
+        import yaml
+
+        try:
+            return yaml.safe_load(stripped)
+        except yaml.YAMLError:
+            raise ConfigError(f"cannot parse '{text}' as a list or mapping: write e.g. [image, text] or "
+                              "{image: 0.1, text: 0.9}.") from None
+    return text
 
 
 def build_parser():
@@ -92,10 +106,19 @@ def parse_args(argv):
     return args, overrides
 
 
+#: errors of the machine rather than of the code (a full disk, a read-only or missing folder): one line, no traceback
+ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+                                errno.EDQUOT, errno.ENOENT})
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
         args, overrides = parse_args(argv)
+        if args.results:
+            from recbole_ssr.safe_io import check_writable_file
+
+            check_writable_file(args.results, "--results")
         if "show_progress" not in overrides and sys.stdout.isatty():
             overrides["show_progress"] = True
         if args.analysis_from:
@@ -141,6 +164,13 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}. Check that the path exists, that you may write there and that "
+              "the disk has space, then run again.", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -67,11 +67,21 @@ def check_versions():
         )
 
 
+def _silence_recbole_future_warnings():
+    """RecBole 1.2.1 triggers pandas' chained-assignment FutureWarning (``feat[field].fillna(..., inplace=True)``,
+    harmless under the ``pandas<3`` pin) and torch's ``torch.cuda.amp.GradScaler`` deprecation on every run: five
+    lines of noise before each message of ours. Only FutureWarnings raised from RecBole's own modules are hidden."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\.|$)")
+
+
 def apply():
     """Apply every fix once per process (idempotent)."""
     global _APPLIED
     if _APPLIED:
         return
+    _silence_recbole_future_warnings()
     _restore_numpy_aliases()
     _restore_dok_update()
     check_versions()

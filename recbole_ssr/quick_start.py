@@ -15,6 +15,7 @@ from recbole.utils import get_local_time, init_logger, init_seed  # noqa: E402
 from recbole_ssr.config import Config  # noqa: E402
 from recbole_ssr.data.dataloader import data_preparation  # noqa: E402
 from recbole_ssr.utils import create_dataset, get_model, get_trainer  # noqa: E402
+from recbole_ssr.validation import check_output_locations  # noqa: E402
 
 
 def peak_rss_mb():
@@ -62,6 +63,7 @@ def write_json(path, payload):
 def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):
     """Build the config, dataset and data loaders (reusable by several runs on the same data)."""
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    check_output_locations(config)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -94,6 +96,10 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     ``on_ready(model, trainer, (train_data, valid_data, test_data))`` once before training (the analyses use it
     to inspect the model; after ``run`` returns, the model holds the best-valid weights).
     """
+    if results:
+        from recbole_ssr.safe_io import check_writable_file
+
+        check_writable_file(results, "--results")
     started_from = code_version()  # the code this run loaded (the checkout may move on while it trains)
     config, _, (train_data, valid_data, test_data) = prepare(model, dataset, config_file_list, config_dict)
     logger = getLogger()

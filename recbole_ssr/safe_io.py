@@ -87,11 +87,11 @@ def replace_folder(staging, target):
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def check_writable_folder(path, what):
+def check_writable_folder(path, what, fix="pass a folder you can write to"):
     """Create ``path`` if needed and prove a file can be written in it; a :class:`ConfigError` naming ``what``
     (the key or option) otherwise. Called before training so that no finished run is lost to a bad location."""
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ConfigError(f"{what} {path} is a file, but a folder is expected there; pass a folder path.")
+        raise ConfigError(f"{what} {path} is a file, but a folder is expected there; {fix}.")
     try:
         os.makedirs(path, exist_ok=True)
         probe = _temporary_name(os.path.join(path, "write-test"))
@@ -99,8 +99,7 @@ def check_writable_folder(path, what):
             pass
         os.remove(probe)
     except OSError as exc:
-        raise ConfigError(f"{what} {path} cannot be written ({exc.strerror or exc}); pass a folder you can write "
-                          "to.") from None
+        raise ConfigError(f"{what} {path} cannot be written ({exc.strerror or exc}); {fix}.") from None
 
 
 def check_writable_file(path, what):

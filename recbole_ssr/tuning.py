@@ -463,6 +463,9 @@ def _prepare_driver(model, dataset, config_files, base_config_dict, searched):
     from recbole_ssr.utils import create_dataset
 
     config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(base_config_dict))
+    from recbole_ssr.validation import check_output_locations
+
+    check_output_locations(config)
     mappings = {}
     for root in dotted_roots(searched):  # the full mapping a dotted search key changes one entry of
         value = config[root] if root in config else None

@@ -96,7 +96,7 @@ def create_dataset(config):
     """
     from recbole_ssr.data.dataset import MultimodalDataset
     from recbole_ssr.data.default import DEFAULT_DATASET, build_default_dataset
-    from recbole_ssr.data.features import feature_row_count
+    from recbole_ssr.data.features import check_modalities_agree, feature_row_count
     from recbole_ssr.data.source import convert_mmrec, detect_layout, missing_dataset_error
 
     name = config["dataset"]
@@ -109,9 +109,10 @@ def create_dataset(config):
     if layout is None:
         raise missing_dataset_error(folder, name, _modality_file_names(config))
 
+    check_modalities_agree(config, folder)
     protocol = config["eval_protocol"]
     if layout == "mmrec":
-        converted = convert_mmrec(folder, name, config["cache_dir"], feature_row_count(config, folder),
+        converted = convert_mmrec(folder, name, cache_dir_or_scratch(config), feature_row_count(config, folder),
                                   require_split=(protocol == "mmrec"))
         config["data_path"] = converted
         with open(os.path.join(converted, f"{name}.inter"), "r", encoding="utf-8") as f:
@@ -150,4 +151,22 @@ def _apply_cold_item_split(config, name):
             "cold_item_ratio needs the fixed train/valid/test split: use eval_protocol mmrec (MMRec folders) or "
             "give the split files with benchmark_filename (eval_protocol recbole draws a random split).")
     config["data_path"] = apply_cold_item_split(config["data_path"], name, config["ITEM_ID_FIELD"], ratio, seed,
-                                                config["cache_dir"])
+                                                cache_dir_or_scratch(config))
+
+
+_SCRATCH = []
+
+
+def cache_dir_or_scratch(config):
+    """``cache_dir``, or with ``cache_dir: ~`` a private temporary folder removed when the process exits (the
+    converted files are read into memory once, so nothing is cached between runs)."""
+    if config["cache_dir"]:
+        return config["cache_dir"]
+    if not _SCRATCH:
+        import atexit
+        import shutil
+        import tempfile
+
+        _SCRATCH.append(tempfile.mkdtemp(prefix="recbole-ssr-scratch-"))
+        atexit.register(shutil.rmtree, _SCRATCH[0], True)
+    return _SCRATCH[0]

@@ -221,3 +221,18 @@ def validate(final, defaults, given, sources, model_class=None):
     check_metrics(final, sources)
     if model_class is not None:
         check_modalities(final, model_class, sources)
+
+
+def check_output_locations(config):
+    """``checkpoint_dir``, ``cache_dir`` and RecBole's log folders (``./log``, ``./log_tensorboard``) can be
+    written: found before the data is loaded, not at the first checkpoint or after the last epoch."""
+    from recbole_ssr.safe_io import check_writable_folder
+
+    check_writable_folder(config["checkpoint_dir"], "checkpoint_dir", "set --checkpoint_dir=DIR to a folder you can "
+                                                                       "write to")
+    if config["cache_dir"]:
+        check_writable_folder(config["cache_dir"], "cache_dir", "set --cache_dir=DIR to a folder you can write to, "
+                                                               "or --cache_dir=~ for no cache")
+    for folder in ("log", "log_tensorboard"):
+        check_writable_folder(os.path.abspath(folder), f"RecBole's log folder ./{folder}",
+                              "run from a working directory you can write to")

@@ -151,8 +151,9 @@ def test_bad_input_errors(make_mmrec, case, pattern):
         config = {"data_path": root, "modalities": ["image", "text"]}
     else:
         config = {"data_path": root}
-    if case == "wrong_rows":
+    if case == "wrong_rows":  # both modalities short (files that disagree are tests/test_reliability.py's case)
         np.save(f"{folder}/image_feat.npy", np.ones((20, 16), dtype=np.float32))
+        np.save(f"{folder}/text_feat.npy", np.ones((20, 8), dtype=np.float32))
     if case == "nan":
         bad = np.ones((30, 16), dtype=np.float32)
         bad[4, 2] = np.nan

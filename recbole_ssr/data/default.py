@@ -12,6 +12,7 @@
 so an interrupted build never leaves half a dataset behind.
 """
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -78,14 +79,23 @@ def build_default_dataset(folder, text_encoder=encode_texts):
         with open(os.path.join(staging, "feature_item_ids.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(items["item_id:token"].tolist()) + "\n")
         open(os.path.join(staging, "DONE"), "w").close()
+        if os.path.isfile(os.path.join(folder, "DONE")):  # another run finished the same build meanwhile: use it
+            shutil.rmtree(staging, ignore_errors=True)
+            return folder
         if os.path.isdir(folder):
             if os.listdir(folder):
                 raise DataError(
                     f"{folder} exists but holds no complete embedded dataset (no DONE marker); it is not removed. "
                     "Move it away, or point --data_path elsewhere, to let the default dataset be built."
                 )
-            os.rmdir(folder)
-        os.replace(staging, folder)
+            with contextlib.suppress(OSError):  # another run may have just renamed its build there
+                os.rmdir(folder)
+        try:
+            os.replace(staging, folder)
+        except OSError:
+            if not os.path.isfile(os.path.join(folder, "DONE")):
+                raise
+            shutil.rmtree(staging, ignore_errors=True)  # another run's complete build won the rename
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

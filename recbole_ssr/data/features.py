@@ -178,3 +178,23 @@ def feature_row_count(config, folder):
         except (ValueError, OSError, EOFError):
             return 0
     return 0
+
+
+def check_modalities_agree(config, folder):
+    """Every modality file of the dataset (whatever ``use_modalities`` selects) has the same number of rows: with the
+    MMRec rule row i is item i in each of them, so a file with more or fewer rows describes other items. Checked
+    for all files at once, so the answer does not depend on the order of the modality names."""
+    if "feature_item_ids" in config and config["feature_item_ids"] is not None:
+        return  # rows are named explicitly; align_features checks each file against the list
+    rows = {}
+    for modality, path in resolve_modalities(config, folder, select=False).items():
+        try:
+            rows[modality] = (path, int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0]))
+        except (ValueError, OSError, EOFError, IndexError):
+            continue  # missing or unreadable: load_feature_file reports it with its own message
+    if len({count for _, count in rows.values()}) > 1:
+        listing = "; ".join(f"{os.path.basename(path)} ({m}): {count} rows" for m, (path, count) in sorted(rows.items()))
+        raise DataError(
+            f"the modality files of dataset '{config['dataset']}' in {folder} disagree on the number of items: "
+            f"{listing}. Row i of every feature file must hold item i, so all need one row per item; re-extract the "
+            "short file(s), or remove the file that belongs to another dataset.")

@@ -46,6 +46,10 @@ def detect_layout(folder, name, declared=None):
             raise DataError(f"data_format '{declared}' is unknown: use 'mmrec' or 'atomic'.")
         return declared
     inter = os.path.join(folder, f"{name}.inter")
+    for path in [inter] + [os.path.join(folder, f"{name}.{phase}.inter") for phase in PHASES]:
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise DataError(f"{path} is empty (0 bytes): expected a header line and one interaction per line. "
+                            "Copy or regenerate the file (an interrupted copy or a full disk leaves such files).")
     if not os.path.isfile(inter):
         if os.path.isfile(os.path.join(folder, f"{name}.train.inter")):
             return "atomic"
@@ -68,7 +72,7 @@ def read_mmrec_inter(path, require_split=True):
     """Read and validate an MMRec ``.inter`` file; returns a DataFrame with int64 ids (and x_label if present)."""
     try:
         frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot be read as a tab-separated file with a header line ({exc}).") from None
     columns = list(frame.columns)
     for column in MMREC_ID_COLUMNS:
