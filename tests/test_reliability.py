@@ -1,0 +1,248 @@
+"""Issue 14: no lost data or finished training, every setting checked before training. One test per class of fault
+(docs/errors.md lists them); scripts/fault_catalogue.py runs the same classes, and more cases, against the CLI."""
+
+import errno
+import os
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import QUICK, planted_features
+from recbole_ssr import cli
+from recbole_ssr.errors import ConfigError, DataError
+from recbole_ssr.prepare import PrepareError, prepare_dataset
+from recbole_ssr.safe_io import atomic_write
+
+
+def folder_bytes(folder):
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+def raw_interactions(path, n_users=12, n_items=9, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = [(f"u{u}", f"i{i}") for u in range(n_users) for i in rng.choice(n_items, size=5, replace=False)]
+    pd.DataFrame(rows, columns=["user_id", "item_id"]).to_csv(path, index=False)
+    return path
+
+
+def run_cli(capfd, *argv):
+    """``run_recbole_ssr.py ARGV`` in this process: (exit status, stderr)."""
+    status = cli.main(list(argv))
+    return status, capfd.readouterr().err
+
+
+def tiny_args(root, name, *extra):
+    quick = [f"--{k}={v}" for k, v in QUICK.items()]
+    return ["--model=VBPR", f"--dataset={name}", f"--data_path={root}", *quick, *extra]
+
+
+@pytest.fixture
+def never_train(monkeypatch):
+    """Fail the test if training starts: the faults below must be found before it."""
+    from recbole_ssr.trainer import MultimodalTrainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started although the problem was knowable before it")
+
+    monkeypatch.setattr(MultimodalTrainer, "fit", refuse)
+
+
+# ---------------------------------------------------------------------------------------------- 1. data lost
+def test_data_is_never_lost(tmp_path, monkeypatch):
+    log = lambda message: None  # noqa: E731
+    raw = raw_interactions(tmp_path / "raw.csv")
+
+    # a folder prepare did not write is refused and left exactly as it was
+    foreign = tmp_path / "copy_of_tiktok"
+    foreign.mkdir()
+    (foreign / "tiktok.inter").write_text("userID\titemID\tx_label\n0\t0\t0\n")
+    np.save(foreign / "image_feat.npy", np.ones((2, 3), dtype=np.float32))
+    before = folder_bytes(foreign)
+    with pytest.raises(PrepareError, match="did not write.*left untouched"):
+        prepare_dataset(raw, foreign, "tiktok", kcore=0, log=log)
+    assert folder_bytes(foreign) == before
+
+    # a folder prepare wrote is replaced as a whole; a write that fails (disk full) leaves it as it was
+    ours = tmp_path / "ours"
+    prepare_dataset(raw, ours, "a", kcore=0, log=log)
+    first = folder_bytes(ours)
+    real_write = pd.DataFrame.to_csv
+
+    def disk_full(self, *args, **kwargs):
+        if {"user_id", "userID"} <= set(self.columns):  # the second file prepare writes
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full)
+    with pytest.raises(PrepareError, match="No space left on device.*left as it was"):
+        prepare_dataset(raw, ours, "b", kcore=0, log=log)
+    monkeypatch.setattr(pd.DataFrame, "to_csv", real_write)
+    assert folder_bytes(ours) == first
+    assert sorted(os.listdir(tmp_path)) == ["copy_of_tiktok", "ours", "raw.csv"]  # no staging folder left
+    prepare_dataset(raw, ours, "b", kcore=0, log=log)
+    assert "b.inter" in os.listdir(ours) and "a.inter" not in os.listdir(ours)
+
+    # an interrupted write never replaces a file a user relies on
+    target = tmp_path / "best.pth"
+    target.write_bytes(b"old checkpoint")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(target, "wb") as handle:
+            handle.write(b"half a checkp")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"old checkpoint" and os.listdir(tmp_path).count("best.pth") == 1
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_checkpoints_survive_a_failed_save(make_mmrec, monkeypatch):
+    """The trainer's best checkpoint is written atomically: a save that dies leaves the previous one loadable."""
+    from recbole_ssr.quick_start import run
+    from recbole_ssr.trainer import load_own_checkpoint
+
+    root, name, _ = make_mmrec()
+    real_save, seen = torch.save, {}
+
+    def dies_on_second_save(obj, handle, *args, **kwargs):
+        seen["calls"] = seen.get("calls", 0) + 1
+        if seen["calls"] == 2:
+            handle.write(b"torn")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", dies_on_second_save)
+    trainers = []
+    with pytest.raises(OSError):
+        run("VBPR", name, config_dict=dict(QUICK, data_path=root, epochs=2, eval_step=0),
+            on_ready=lambda model, trainer, data: trainers.append(trainer))
+    checkpoint = load_own_checkpoint(trainers[0].saved_model_file, "cpu")
+    assert checkpoint["epoch"] == 0
+    assert os.listdir(os.path.dirname(trainers[0].saved_model_file)) == [os.path.basename(trainers[0].saved_model_file)]
+
+
+# ------------------------------------------------------------------------------ 2. a finished training thrown away
+@pytest.mark.parametrize("case, argument, message", [
+    ("results is a folder", "--results={tmp}", "--results .* is a folder"),
+    ("results under a file", "--results={tmp}/blocker/out.json", "--results .*: its folder .* is a file"),
+    ("checkpoint_dir unwritable", "--checkpoint_dir={tmp}/blocker/ckpt", "checkpoint_dir .* cannot be written"),
+    ("cache_dir unwritable", "--cache_dir={tmp}/blocker/cache", "cache_dir .* cannot be written"),
+    ("log folder unwritable", "--epochs=1", "RecBole's log folder ./log .* is a file.*working directory"),
+    ("unknown valid_metric", "--valid_metric=foo@20", "valid_metric 'foo@20'"),
+    ("valid_metric cut-off not computed", "--valid_metric=Recall@50", "cut-off @50 is not in topk"),
+])
+def test_problems_are_found_before_training(make_mmrec, tmp_path, capfd, never_train, case, argument, message):
+    root, name, _ = make_mmrec()
+    (tmp_path / "blocker").write_text("a file where a folder would have to be")
+    if case == "log folder unwritable":
+        (tmp_path / "log").write_text("not a folder")
+    status, err = run_cli(capfd, *tiny_args(root, name, argument.format(tmp=tmp_path)))
+    assert status == 2 and err.startswith("error: ") and "Traceback" not in err
+    assert re.search(message, err), err
+
+
+# ----------------------------------------------------------------------------------------- 3. settings silently wrong
+@pytest.mark.parametrize("argument, message", [
+    ("--learning_rat=0.01", "unknown configuration key 'learning_rat' \\(from the command line\\); did you mean "
+                            "'learning_rate'"),
+    ("yaml:learning_rat: 0.01", "unknown configuration key 'learning_rat' \\(from .*extra.yaml\\); did you mean "
+                                "'learning_rate'"),
+    ("--epochs=-1", "epochs=-1 .* out of range: expected a whole number >= 1"),
+    ("--embedding_size=0", "embedding_size=0 .* out of range"),
+    ("--train_batch_size=0", "train_batch_size=0 .* out of range"),
+    ("--stopping_step=1.5", "stopping_step=1.5 .*expected a whole number"),
+    ("--early_stop_strict=3", "early_stop_strict=3 .*expected True or False"),
+])
+def test_settings_that_would_be_silently_wrong_are_refused(make_mmrec, tmp_path, capfd, never_train, argument,
+                                                           message):
+    root, name, _ = make_mmrec()
+    if argument.startswith("yaml:"):
+        (tmp_path / "extra.yaml").write_text(argument[5:] + "\n")
+        argument = f"--config_files={tmp_path / 'extra.yaml'}"
+    status, err = run_cli(capfd, *tiny_args(root, name, argument))
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(message, err), err
+
+
+def test_deliberate_extra_keys_are_declared(make_mmrec):
+    from recbole_ssr.config import Config
+
+    root, name, _ = make_mmrec()
+    with pytest.raises(ConfigError, match="unknown configuration key 'my_switch'.*extra_keys: \\[my_switch\\]"):
+        Config("VBPR", name, config_dict={"data_path": root, "my_switch": 1})
+    config = Config("VBPR", name, config_dict={"data_path": root, "my_switch": 1, "extra_keys": ["my_switch"]})
+    assert config["my_switch"] == 1
+
+
+@pytest.mark.parametrize("short_modality", ["image", "text"])
+def test_modalities_must_agree_in_any_order(make_mmrec, short_modality):
+    from recbole_ssr.quick_start import prepare
+
+    root, name, _ = make_mmrec()
+    np.save(f"{root}/{name}/{short_modality}_feat.npy", planted_features(29, 4))  # one row short (others: 30)
+    with pytest.raises(DataError, match="disagree on the number of items: image_feat.npy \\(image\\): \\d+ rows; "
+                                        "text_feat.npy \\(text\\): \\d+ rows"):
+        prepare("VBPR", name, config_dict=dict(QUICK, data_path=root))
+
+
+# --------------------------------------------------------------------------------- 4. tracebacks where a sentence belongs
+@pytest.mark.parametrize("case", ["empty inter", "malformed yaml", "yaml is a list", "learning_rate=abc", "epochs=abc",
+                                  "seed=abc", "learning_rate=-1", "band_num=0", "metrics=[Foo]", "cache_dir under a file"])
+def test_bad_input_is_one_error_line(make_mmrec, tmp_path, capfd, never_train, case):
+    root, name, _ = make_mmrec()
+    extra = []
+    if case == "empty inter":
+        open(f"{root}/{name}/{name}.inter", "w").close()
+    elif case in ("malformed yaml", "yaml is a list"):
+        (tmp_path / "c.yaml").write_text("epochs: [1\n" if case == "malformed yaml" else "- epochs: 1\n")
+        extra = [f"--config_files={tmp_path / 'c.yaml'}"]
+    elif case == "cache_dir under a file":
+        (tmp_path / "f").write_text("x")
+        extra = [f"--cache_dir={tmp_path / 'f'}"]
+    else:
+        extra = [f"--{case}"]
+    status, err = run_cli(capfd, *tiny_args(root, name, *extra))
+    assert status == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_cache_dir_none_trains_without_a_cache(make_mmrec, tmp_path, capfd):
+    root, name, _ = make_mmrec()
+    status, err = run_cli(capfd, *tiny_args(root, name, "--cache_dir=~", f"--results={tmp_path / 'r.json'}"))
+    assert status == 0, err
+    assert (tmp_path / "r.json").is_file() and not os.path.exists(os.path.join(root, ".cache"))
+
+
+# ------------------------------------------------------------------------------------------- 5. messages that mislead
+def test_messages_say_what_is_meant(make_mmrec, tmp_path):
+    from recbole_ssr import compat
+    from recbole_ssr.config import Config
+    from recbole_ssr.data.default import build_default_dataset
+
+    assert cli.parse_value("[image]") == ["image"] and cli.parse_value("{image: 0.1}") == {"image": 0.1}
+    assert cli.parse_value("['image', 'text']") == ["image", "text"] and cli.parse_value("[]") == []
+    root, name, _ = make_mmrec()
+    assert Config("VBPR", name, config_dict={"data_path": root, "use_modalities": ["image"]})["use_modalities"] == ["image"]
+    with pytest.raises(ConfigError, match="use_modalities=\\[\\] selects 0 modalities, but VBPR needs at least 1"):
+        Config("VBPR", name, config_dict={"data_path": root, "use_modalities": []})
+
+    # a second first run of the embedded dataset uses the build another run finished meanwhile
+    folder = tmp_path / "embedded" / "ml-100k"
+
+    def other_run_finishes_first(texts):
+        folder.mkdir(parents=True)
+        (folder / "DONE").write_text("")
+        (folder / "from_the_other_run").write_text("")
+        return np.zeros((len(texts), 4), dtype=np.float32)
+
+    assert build_default_dataset(str(folder), text_encoder=other_run_finishes_first) == str(folder)
+    assert (folder / "from_the_other_run").exists() and len(os.listdir(folder.parent)) == 1
+
+    # RecBole's FutureWarnings are hidden; ours and other libraries' are not
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        compat._silence_recbole_future_warnings()
+        warnings.warn_explicit("noise", FutureWarning, "dataset.py", 1, module="recbole.data.dataset.dataset")
+        warnings.warn_explicit("ours", FutureWarning, "x.py", 1, module="recbole_ssr.x")
+    assert [str(w.message) for w in seen] == ["ours"]
