@@ -108,7 +108,7 @@ def parse_args(argv):
 
 #: errors of the machine rather than of the code (a full disk, a read-only or missing folder): one line, no traceback
 ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
-                                errno.EDQUOT, errno.ENOENT})
+                                errno.EDQUOT, errno.EFBIG, errno.ENOENT})
 
 
 def main(argv=None):

@@ -23,7 +23,7 @@ import sys
 from recbole.config import Config as RecBoleConfig
 
 from recbole_ssr import compat
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.errors import ConfigError, yaml_error_text
 
 EVAL_PROTOCOLS = ("mmrec", "recbole")
 
@@ -69,11 +69,8 @@ class Config(RecBoleConfig):
                 with open(path, "r", encoding="utf-8") as handle:
                     loaded = yaml.load(handle.read(), Loader=self.yaml_loader)
             except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-                raise ConfigError(f"config file {path} (from --config_files) is not valid YAML{where}: {problem}. "
-                                  "Fix the syntax (one 'key: value' per line).") from None
+                raise ConfigError(f"config file {path} (from --config_files) is not valid YAML "
+                                  f"({yaml_error_text(exc)}). Fix the syntax (one 'key: value' per line).") from None
             except (OSError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"config file {path} (from --config_files) cannot be read ({exc}).") from None
             if loaded is None:

@@ -14,3 +14,11 @@ class DataError(RecboleSSRError, ValueError):
 
 class ConfigError(RecboleSSRError, ValueError):
     """A configuration key, model name, or command-line option is invalid."""
+
+
+def yaml_error_text(exc):
+    """A ``yaml.YAMLError`` as one line: ``at line L, column C: <problem>``."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"at line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return where + problem

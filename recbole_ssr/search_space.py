@@ -28,7 +28,7 @@ import math
 import numbers
 import os
 
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.errors import ConfigError, yaml_error_text
 
 DISTRIBUTIONS = {
     "choice": "a non-empty list of values, one drawn at random per trial",
@@ -69,7 +69,8 @@ def read_yaml(path, what="search-space file"):
         try:
             loaded = yaml.load(f.read(), Loader=yaml_loader())
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid yaml ({exc}).") from None
+            raise ConfigError(f"{path}: not valid yaml ({yaml_error_text(exc)}). Fix the syntax (one 'key: value' "
+                              "or 'key: {grid: [...]}' per line).") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

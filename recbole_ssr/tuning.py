@@ -463,9 +463,12 @@ def _prepare_driver(model, dataset, config_files, base_config_dict, searched):
     from recbole_ssr.utils import create_dataset
 
     config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(base_config_dict))
-    from recbole_ssr.validation import check_output_locations
+    from recbole_ssr.validation import EXTRA_KEYS, check_known_keys, check_output_locations
 
     check_output_locations(config)
+    roots = {key.split(".")[0] for key in searched}  # a misspelt search key fails now, not in every trial
+    check_known_keys(dict.fromkeys(roots) | {EXTRA_KEYS: config[EXTRA_KEYS] if EXTRA_KEYS in config else None},
+                     dict.fromkeys(roots, "the search space"))
     mappings = {}
     for root in dotted_roots(searched):  # the full mapping a dotted search key changes one entry of
         value = config[root] if root in config else None

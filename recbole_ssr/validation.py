@@ -234,5 +234,5 @@ def check_output_locations(config):
         check_writable_folder(config["cache_dir"], "cache_dir", "set --cache_dir=DIR to a folder you can write to, "
                                                                "or --cache_dir=~ for no cache")
     for folder in ("log", "log_tensorboard"):
-        check_writable_folder(os.path.abspath(folder), f"RecBole's log folder ./{folder}",
+        check_writable_folder(os.path.abspath(folder), "RecBole's log folder",
                               "run from a working directory you can write to")

@@ -128,7 +128,7 @@ def test_checkpoints_survive_a_failed_save(make_mmrec, monkeypatch):
     ("results under a file", "--results={tmp}/blocker/out.json", "--results .*: its folder .* is a file"),
     ("checkpoint_dir unwritable", "--checkpoint_dir={tmp}/blocker/ckpt", "checkpoint_dir .* cannot be written"),
     ("cache_dir unwritable", "--cache_dir={tmp}/blocker/cache", "cache_dir .* cannot be written"),
-    ("log folder unwritable", "--epochs=1", "RecBole's log folder ./log .* is a file.*working directory"),
+    ("log folder unwritable", "--epochs=1", "RecBole's log folder .*/log is a file.*working directory"),
     ("unknown valid_metric", "--valid_metric=foo@20", "valid_metric 'foo@20'"),
     ("valid_metric cut-off not computed", "--valid_metric=Recall@50", "cut-off @50 is not in topk"),
 ])

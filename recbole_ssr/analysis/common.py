@@ -6,7 +6,7 @@ import math
 import os
 import time
 
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.errors import ConfigError, yaml_error_text
 
 DEFAULTS_FILE = os.path.join("analysis", "defaults.yaml")
 #: settings that are also configuration keys of every run (kept in the run overrides)
@@ -44,8 +44,14 @@ def load_settings(overrides, config_files=None):
 
     settings = load_defaults()
     for path in config_files or []:
-        with open(path, "r", encoding="utf-8") as f:
-            loaded = yaml.safe_load(f) or {}
+        try:
+            with open(path, "r", encoding="utf-8") as f:
+                loaded = yaml.safe_load(f) or {}
+        except OSError as exc:
+            raise ConfigError(f"config file {path} (from --config_files) cannot be read ({exc.strerror}).") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} (from --config_files) is not valid YAML ({yaml_error_text(exc)}). "
+                              "Fix the syntax (one 'key: value' per line).") from None
         if isinstance(loaded, dict):
             settings.update({k: v for k, v in loaded.items() if k in settings})
     for key in list(settings):

@@ -1,0 +1,336 @@
+#!/usr/bin/env python
+"""Reliability catalogue (issue 14): bad inputs and faults against the real command lines, on tiny generated data.
+
+    python scripts/fault_catalogue.py                 # every case, a markdown table on stdout
+    python scripts/fault_catalogue.py --only cache    # the cases whose name contains 'cache'
+    python scripts/fault_catalogue.py --skip-slow     # without the two-first-runs-of-ml-100k case (~1-2 min)
+
+Each case runs ``run_recbole_ssr.py`` or ``python -m recbole_ssr.prepare`` in a fresh temporary folder. A case is
+*clean* when the command ends as expected: a fault ends with a non-zero exit, its last stderr line is one
+``error: ...`` sentence matching the case's pattern, there is no traceback and no warning on stderr, and the case's
+check of the files holds (nothing lost, nothing half-written); a valid input ends with exit 0 and its check holds.
+Exit status: 0 when every case is clean, 1 otherwise. docs/errors.md describes the classes.
+"""
+
+import argparse
+import glob
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNNER = [sys.executable, os.path.join(REPO, "run_recbole_ssr.py")]
+PREPARE = [sys.executable, "-m", "recbole_ssr.prepare"]
+QUICK = ["--epochs=1", "--train_batch_size=64", "--eval_batch_size=100000", "--stopping_step=1"]
+
+
+# ------------------------------------------------------------------------------------------------ tiny data
+def write_mmrec(root, name="tiny", n_users=40, n_items=30, rows=None, seed=0):
+    """An MMRec folder: <root>/<name>/<name>.inter (userID itemID x_label) + image (16-d) and text (8-d) features."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for user in range(n_users):
+        items = rng.choice(n_items - 2, size=6, replace=False)
+        labels = [0, 0, 0, 0, 1 if user % 3 else 0, 2 if user % 5 else 0]
+        records += [(user, int(i), label) for i, label in zip(items, labels)]
+    folder = os.path.join(root, name)
+    os.makedirs(folder, exist_ok=True)
+    pd.DataFrame(records, columns=["userID", "itemID", "x_label"]).to_csv(
+        os.path.join(folder, f"{name}.inter"), sep="\t", index=False)
+    rows = rows or {}
+    for modality, dim in (("image", 16), ("text", 8)):
+        np.save(os.path.join(folder, f"{modality}_feat.npy"),
+                rng.normal(size=(rows.get(modality, n_items), dim)).astype(np.float32))
+    return folder
+
+
+def write_raw(path, n_users=30, n_items=20, seed=0):
+    rng = np.random.default_rng(seed)
+    pairs = [(f"u{u}", f"i{i}") for u in range(n_users) for i in rng.choice(n_items, size=6, replace=False)]
+    pd.DataFrame(pairs, columns=["user_id", "item_id"]).to_csv(path, index=False)
+    return path
+
+
+def snapshot(folder):
+    return {os.path.relpath(p, folder): open(p, "rb").read()
+            for p in sorted(glob.glob(os.path.join(folder, "**"), recursive=True)) if os.path.isfile(p)}
+
+
+def checkpoints_load(work):
+    import torch
+
+    paths = glob.glob(os.path.join(work, "saved", "*.pth"))
+    for path in paths:
+        torch.load(path, map_location="cpu", weights_only=False)
+    return bool(paths)
+
+
+def runner(*extra, model="VBPR"):
+    return RUNNER + [f"--model={model}", "--dataset=tiny", "--data_path=data", *QUICK, *extra]
+
+
+# ------------------------------------------------------------------------------------------------ the cases
+class Case:
+    def __init__(self, name, fault_class, command, expect="error", pattern=None, setup=None, check=None, env=None,
+                 limit_file_size=None, run=None):
+        self.name, self.fault_class, self.command, self.expect = name, fault_class, command, expect
+        self.pattern, self.setup, self.check, self.env = pattern, setup, check, env
+        self.limit_file_size, self.run = limit_file_size, run
+
+
+def with_data(extra=None):
+    def setup(work):
+        write_mmrec(os.path.join(work, "data"), **(extra or {}))
+    return setup
+
+
+def foreign_dataset_folder(work):
+    write_mmrec(os.path.join(work, "copy"), name="tiktok")
+    write_raw(os.path.join(work, "raw.csv"))
+    return snapshot(os.path.join(work, "copy"))
+
+
+def prepared_twice(work):
+    write_raw(os.path.join(work, "raw.csv"))
+    subprocess.run(PREPARE + ["--interactions", "raw.csv", "--output", "out", "--name", "first", "--kcore", "0",
+                              "--quiet"], cwd=work, check=True)
+
+
+def existing_results(work):
+    with_data()(work)
+    with open(os.path.join(work, "results.json"), "w") as handle:
+        handle.write('{"kept": true}')
+    return snapshot(work)["results.json"]
+
+
+def kill_during_training(work, env):
+    """SIGKILL a long training once it has saved a checkpoint; every checkpoint left must load."""
+    with_data()(work)
+    process = subprocess.Popen(runner("--epochs=400", "--stopping_step=400", "--eval_step=0"), cwd=work, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not glob.glob(os.path.join(work, "saved", "*.pth")):
+        time.sleep(0.2)
+    time.sleep(1.5)  # a few more epochs: saves keep happening
+    process.send_signal(signal.SIGKILL)
+    _, err = process.communicate()
+    return process.returncode, err
+
+
+def concurrent(commands_for):
+    def run(work, env):
+        processes = [subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      text=True) for command in commands_for(work)]
+        errors = [p.communicate()[1] for p in processes]
+        codes = [p.returncode for p in processes]
+        return max(codes, key=abs), "\n".join(errors)
+    return run
+
+
+def cases():
+    listing = []
+    add = listing.append
+    # 1. data lost
+    add(Case("prepare into a folder it did not write", "1 data lost",
+             PREPARE + ["--interactions", "raw.csv", "--output", "copy/tiktok", "--name", "tiktok", "--kcore", "0"],
+             pattern=r"already holds files this command did not write", setup=foreign_dataset_folder,
+             check=lambda work, before: snapshot(os.path.join(work, "copy")) == before))
+    add(Case("prepare re-run replaces its own folder whole", "1 data lost",
+             PREPARE + ["--interactions", "raw.csv", "--output", "out", "--name", "second", "--kcore", "0", "--quiet"],
+             expect="ok", setup=prepared_twice,
+             check=lambda work, _: sorted(os.listdir(os.path.join(work, "out")))
+             == ["i_id_mapping.csv", "prepare_summary.json", "second.inter", "u_id_mapping.csv"]))
+    add(Case("prepare with the disk full (file size limit)", "1 data lost",
+             PREPARE + ["--interactions", "raw.csv", "--output", "out", "--name", "second", "--kcore", "0", "--quiet"],
+             pattern=r"writing the dataset failed .* left as it was", setup=prepared_twice, limit_file_size=1500,
+             check=lambda work, _: "first.inter" in os.listdir(os.path.join(work, "out"))
+             and "second.inter" not in os.listdir(os.path.join(work, "out")) and len(os.listdir(work)) == 2))
+    add(Case("SIGKILL during training: checkpoints still load", "1 data lost", None, expect="killed",
+             run=kill_during_training, check=lambda work, _: checkpoints_load(work)))
+    add(Case("failed run keeps an existing --results file", "1 data lost",
+             runner("--results=results.json", "--learning_rat=0.1"), pattern=r"unknown configuration key",
+             setup=existing_results, check=lambda work, before: snapshot(work)["results.json"] == before))
+    # 2. a finished training thrown away
+    no_training = lambda work, _: not glob.glob(os.path.join(work, "saved", "*.pth"))  # noqa: E731
+    for name, extra, pattern in (
+            ("--results is a folder", ["--results=data"], r"--results .* is a folder"),
+            ("--results under a file", ["--results=data/tiny/tiny.inter/r.json"], r"its folder .* is a file"),
+            ("--checkpoint_dir cannot be written", ["--checkpoint_dir=data/tiny/tiny.inter/ckpt"],
+             r"checkpoint_dir .* cannot be written"),
+            ("--valid_metric=foo@20", ["--valid_metric=foo@20"], r"valid_metric 'foo@20'"),
+            ("--valid_metric=Recall@50 (not in topk)", ["--valid_metric=Recall@50"], r"cut-off @50 is not in topk")):
+        add(Case(name, "2 training thrown away", runner(*extra), pattern=pattern, setup=with_data(), check=no_training))
+    add(Case("side-by-side with --results a folder", "2 training thrown away",
+             RUNNER + ["--model=VBPR,BPR", "--dataset=tiny", "--data_path=data", *QUICK, "--results=data"],
+             pattern=r"--results .* is a folder", setup=with_data(), check=no_training))
+    # 3. settings silently wrong
+    for name, extra, pattern in (
+            ("unknown key on the command line", ["--learning_rat=0.01"], r"'learning_rat'.*did you mean 'learning_rate'"),
+            ("--epochs=-1", ["--epochs=-1"], r"epochs=-1 .*out of range"),
+            ("--embedding_size=0", ["--embedding_size=0"], r"embedding_size=0 .*out of range"),
+            ("--train_batch_size=0", ["--train_batch_size=0"], r"train_batch_size=0 .*out of range"),
+            ("--epochs=1.5", ["--epochs=1.5"], r"epochs=1.5 .*whole number"),
+            ("--reproducibility=maybe", ["--reproducibility=maybe"], r"expected True or False"),
+            ("--dropout=1.5", ["--dropout=1.5"], r"dropout=1.5 .*out of range")):
+        add(Case(name, "3 settings silently wrong", runner(*extra), pattern=pattern, setup=with_data(),
+                 check=no_training))
+
+    def yaml_with(text):
+        def setup(work):
+            with_data()(work)
+            with open(os.path.join(work, "c.yaml"), "w") as handle:
+                handle.write(text)
+        return setup
+    def yaml_with_name(file_name, text):
+        def setup(work):
+            with_data()(work)
+            with open(os.path.join(work, file_name), "w") as handle:
+                handle.write(text)
+        return setup
+    add(Case("unknown key in a yaml", "3 settings silently wrong", runner("--config_files=c.yaml"),
+             pattern=r"'learning_rat' \(from .*c.yaml\); did you mean 'learning_rate'",
+             setup=yaml_with("learning_rat: 0.01\n")))
+    add(Case("deliberate extra key declared with extra_keys", "3 settings silently wrong",
+             runner("--config_files=c.yaml"), expect="ok", setup=yaml_with("my_flag: 1\nextra_keys: [my_flag]\n")))
+    for short in ("image", "text"):
+        add(Case(f"modality files disagree ({short} short)", "3 settings silently wrong", runner(),
+                 pattern=r"disagree on the number of items", setup=with_data({"rows": {short: 28}})))
+    # 4. tracebacks where a sentence belongs
+    def empty_inter(work):
+        folder = write_mmrec(os.path.join(work, "data"))
+        open(os.path.join(folder, "tiny.inter"), "w").close()
+
+    def log_is_a_file(work):
+        with_data()(work)
+        open(os.path.join(work, "log"), "w").close()
+    add(Case("0-byte .inter", "4 traceback", runner(), pattern=r"tiny.inter is empty \(0 bytes\)", setup=empty_inter))
+    add(Case("--cache_dir=~ (no cache)", "4 traceback", runner("--cache_dir=~"), expect="ok", setup=with_data(),
+             check=lambda work, _: not os.path.exists(os.path.join(work, "dataset"))))
+    add(Case("--cache_dir cannot be written", "4 traceback", runner("--cache_dir=data/tiny/tiny.inter/c"),
+             pattern=r"cache_dir .* cannot be written", setup=with_data()))
+    add(Case("working directory's ./log cannot be written", "4 traceback", runner(),
+             pattern=r"RecBole's log folder .*/log is a file.*working directory", setup=log_is_a_file))
+    add(Case("malformed yaml", "4 traceback", runner("--config_files=c.yaml"), pattern=r"not valid YAML \(at line 2",
+             setup=yaml_with("epochs: [1\n")))
+    add(Case("malformed yaml with --analysis", "4 traceback",
+             runner("--config_files=c.yaml", "--analysis=groups"), pattern=r"not valid YAML \(at line 2",
+             setup=yaml_with("epochs: [1\n")))
+    add(Case("yaml that is a list", "4 traceback", runner("--config_files=c.yaml"), pattern=r"holds a list",
+             setup=yaml_with("- epochs: 1\n")))
+    add(Case("missing --config_files", "4 traceback", runner("--config_files=nope.yaml"), pattern=r"does not exist",
+             setup=with_data()))
+    for name, extra, pattern in (
+            ("--learning_rate=abc", ["--learning_rate=abc"], r"learning_rate='abc'.*expected a number"),
+            ("--epochs=abc", ["--epochs=abc"], r"epochs='abc'.*whole number"),
+            ("--seed=abc", ["--seed=abc"], r"seed='abc'.*whole number"),
+            ("--learning_rate=-1", ["--learning_rate=-1"], r"learning_rate=-1 .*out of range"),
+            ("--band_num=0", ["--band_num=0"], r"band_num=0 .*out of range"),
+            ("--metrics=[Foo]", ["--metrics=[Foo]"], r"'Foo' is not a RecBole metric"),
+            ("--topk=[0]", ["--topk=[0]"], r"topk"),
+            ("unknown model", ["--model=VBPRR"], r"unknown model 'VBPRR'"),
+            ("argument without =", ["--epochs", "3"], r"cannot parse argument"),
+            ("missing dataset", ["--dataset=nothere"], r"dataset 'nothere' not found")):
+        add(Case(name, "4 traceback", runner(*extra), pattern=pattern, setup=with_data()))
+
+    def nan_feature(work):
+        folder = write_mmrec(os.path.join(work, "data"))
+        bad = np.ones((30, 16), dtype=np.float32)
+        bad[3, 1] = np.nan
+        np.save(os.path.join(folder, "image_feat.npy"), bad)
+    add(Case("NaN in a feature file", "4 traceback", runner(), pattern=r"rows contain NaN", setup=nan_feature))
+    add(Case("prepare: interactions file missing", "4 traceback",
+             PREPARE + ["--interactions", "none.csv", "--output", "out", "--name", "x"], pattern=r"none.csv"))
+    add(Case("--tune: misspelt key in the search space", "3 settings silently wrong",
+             runner("--tune=space.yaml", "--num_samples=1"), pattern=r"'learning_rat' \(from the search space\)",
+             setup=yaml_with_name("space.yaml", "learning_rat: {grid: [0.001, 0.01]}\n")))
+    add(Case("--tune: search space that is not yaml", "4 traceback", runner("--tune=space.yaml"),
+             pattern=r"space.yaml", setup=yaml_with_name("space.yaml", "reg_weight: {grid: [0.1\n")))
+    # 5. messages that mislead
+    add(Case("--use_modalities=[image] (brackets)", "5 misleading message", runner("--use_modalities=[image]"),
+             expect="ok", setup=with_data()))
+    add(Case("--use_modalities=[] with VBPR", "5 misleading message", runner("--use_modalities=[]"),
+             pattern=r"selects 0 modalities, but VBPR needs at least 1", setup=with_data()))
+    add(Case("no RecBole FutureWarning on a good run", "5 misleading message", runner(), expect="ok",
+             setup=with_data()))
+    add(Case("two first runs convert the same dataset at once", "5 misleading message", None, expect="ok",
+             setup=with_data(), run=concurrent(lambda work: [runner(), runner()])))
+    add(Case("two first runs build the embedded ml-100k at once", "5 misleading message", None, expect="ok",
+             run=concurrent(lambda work: [RUNNER + ["--model=VBPR", "--data_path=emb", *QUICK]] * 2),
+             check=lambda work, _: os.listdir(os.path.join(work, "emb")) == ["ml-100k"]))
+    return listing
+
+
+# ------------------------------------------------------------------------------------------------ running
+def judge(case, code, err, check_ok):
+    lines = [line for line in err.splitlines() if line.strip()]
+    noisy = any("Traceback" in line or "Warning" in line for line in lines)
+    if case.expect == "ok":
+        return code == 0 and not noisy and check_ok
+    if case.expect == "killed":
+        return code == -signal.SIGKILL and check_ok
+    last = lines[-1] if lines else ""
+    return (code not in (0, None) and not noisy and last.startswith("error: ") and check_ok
+            and (case.pattern is None or re.search(case.pattern, last) is not None))
+
+
+def run_case(case, keep=False):
+    work = tempfile.mkdtemp(prefix="fault-")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), HF_HUB_OFFLINE="1")
+    try:
+        before = case.setup(work) if case.setup else None
+        if case.run:
+            code, err = case.run(work, env)
+        else:
+            def limit():
+                if case.limit_file_size:
+                    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a signal, as a full disk
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (case.limit_file_size, case.limit_file_size))
+            done = subprocess.run(case.command, cwd=work, env=env, capture_output=True, text=True, timeout=600,
+                                  preexec_fn=limit)
+            code, err = done.returncode, done.stderr
+        try:
+            check_ok = case.check(work, before) if case.check else True
+        except Exception as exc:  # noqa: BLE001 - a failed check is a finding, not a crash of the catalogue
+            check_ok, err = False, err + f"\n[check failed: {type(exc).__name__}: {exc}]"
+        return code, err, check_ok
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=None, help="run only the cases whose name contains this text")
+    parser.add_argument("--skip-slow", action="store_true", help="leave out the embedded ml-100k build case")
+    args = parser.parse_args(argv)
+    selected = [c for c in cases() if (not args.only or args.only in c.name)
+                and not (args.skip_slow and "ml-100k" in c.name)]
+    print("| # | case | class | expected | exit | clean | last stderr line |")
+    print("|---|---|---|---|---|---|---|")
+    clean_count = 0
+    for number, case in enumerate(selected, 1):
+        started = time.time()
+        code, err, check_ok = run_case(case)
+        clean = judge(case, code, err, check_ok)
+        clean_count += clean
+        lines = [line for line in err.splitlines() if line.strip()]
+        last = (lines[-1] if lines else "").replace("|", "\\|")
+        last = last if len(last) <= 140 else last[:137] + "..."
+        print(f"| {number} | {case.name} | {case.fault_class} | {case.expect} | {code} | {'yes' if clean else 'NO'} "
+              f"| {last} |", flush=True)
+        print(f"[{case.name}: {time.time() - started:.1f} s]", file=sys.stderr, flush=True)
+    print(f"\n{clean_count} of {len(selected)} cases clean.")
+    return 0 if clean_count == len(selected) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
