@@ -69,16 +69,20 @@ def _yaml_keys(path):
     return {str(k) for k in loaded} if isinstance(loaded, dict) else set()
 
 
-@lru_cache(maxsize=None)
 def known_keys():
     """Every configuration key RecBole or the plugin reads (see the module docstring)."""
+    from recbole_ssr.config import properties_dir
+
+    return _known_keys(properties_dir())
+
+
+@lru_cache(maxsize=None)
+def _known_keys(plugin_properties):
     import recbole
     from recbole.utils import argument_list
 
-    from recbole_ssr.config import properties_dir
-
     keys = set(KEYS_READ_IN_CODE)
-    roots = [os.path.join(os.path.dirname(recbole.__file__), "properties"), properties_dir()]
+    roots = [os.path.join(os.path.dirname(recbole.__file__), "properties"), plugin_properties]
     for root in roots:
         for path in glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True):
             keys |= _yaml_keys(path)

@@ -11,8 +11,8 @@ from recbole_ssr.errors import ConfigError
 
 
 def test_side_by_side_aggregates_seeds_and_reports_failures(make_mmrec, tmp_path, capsys):
-    root, name, _ = make_mmrec()
-    overrides = dict(QUICK, data_path=root, epochs=2, use_modalities=[], seed=5)  # VBPR needs a modality: fails
+    root, name, _ = make_mmrec(modalities={})
+    overrides = dict(QUICK, data_path=root, epochs=2, seed=5)  # no feature files: VBPR fails when its model is built
     rows, runs = run_side_by_side(["BPR", "VBPR"], name, 2, None, overrides, str(tmp_path / "bench.json"))
     assert [(r["model"], r["seed"], r["status"]) for r in runs] == [
         ("BPR", 5, "ok"), ("BPR", 6, "ok"), ("VBPR", 5, "failed"), ("VBPR", 6, "failed")]

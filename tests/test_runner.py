@@ -89,16 +89,16 @@ def test_config_priority_order(make_mmrec, tmp_path, monkeypatch):
         (props / sub).mkdir(parents=True)
     (props / "protocol" / "mmrec.yaml").write_text("stopping_step: 7\nembedding_size: 1\n")
     (props / "overall.yaml").write_text("embedding_size: 2\nreg_weight: 2\nlearning_rate: 2\n"
-                                        "dropout: 2\nseed: 2\n")
-    (props / "dataset" / f"{name}.yaml").write_text("reg_weight: 3\nlearning_rate: 3\ndropout: 3\nseed: 3\n")
-    (props / "model" / "VBPR.yaml").write_text("learning_rate: 4\ndropout: 4\nseed: 4\n")
-    (tmp_path / "extra.yaml").write_text("dropout: 5\nseed: 5\n")
+                                        "dropout: 0.2\nseed: 2\n")
+    (props / "dataset" / f"{name}.yaml").write_text("reg_weight: 3\nlearning_rate: 3\ndropout: 0.3\nseed: 3\n")
+    (props / "model" / "VBPR.yaml").write_text("learning_rate: 4\ndropout: 0.4\nseed: 4\n")
+    (tmp_path / "extra.yaml").write_text("dropout: 0.5\nseed: 5\n")
     monkeypatch.setenv("RECBOLE_SSR_PROPERTIES", str(props))
     config = Config("VBPR", name, [str(tmp_path / "extra.yaml")], {"seed": 6, "data_path": root})
     assert config["train_batch_size"] == 2048  # RecBole internal default
     assert config["stopping_step"] == 7  # protocol
     assert (config["embedding_size"], config["reg_weight"], config["learning_rate"]) == (2, 3, 4)
-    assert (config["dropout"], config["seed"]) == (5, 6)
+    assert (config["dropout"], config["seed"]) == (0.5, 6)
 
 
 def test_shipped_yaml_files_parse():

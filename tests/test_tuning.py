@@ -226,7 +226,7 @@ def test_search_selects_by_valid_records_failures_and_best_yaml_reproduces(local
     assert len(rows) == 3 and summary["n_trials"] == 3
     failed = [r for r in rows if r["status"] == "failed"]
     assert len(failed) == 1 and failed[0]["config/learning_rate"] == "-1.0"
-    assert "Invalid learning rate" in failed[0]["error"]
+    assert "learning_rate=-1.0" in failed[0]["error"] and "out of range" in failed[0]["error"]
     assert all(r["status"] in ("completed", "stopped") for r in rows if r is not failed[0])
 
     ranked = [r for r in rows if r["status"] != "failed"]

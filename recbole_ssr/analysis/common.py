@@ -216,8 +216,10 @@ def summary_table(summary, by, values):
 
 
 def write_csv(path, rows):
+    from recbole_ssr.safe_io import atomic_write
+
     fields = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields or ["empty"])
         writer.writeheader()
         for row in rows:
@@ -250,8 +252,10 @@ def write_report(folder, name, lines, payload, args):
     """``<name>.md`` and ``<name>.json`` in ``folder`` (+ ``--results`` JSON); prints where they are."""
     from recbole_ssr.quick_start import _plain, write_json
 
+    from recbole_ssr.safe_io import atomic_write
+
     report = os.path.join(folder, f"{name}.md")
-    with open(report, "w", encoding="utf-8") as f:
+    with atomic_write(report) as f:
         f.write("\n".join(lines).rstrip() + "\n")
     payload = _plain(dict(payload, analysis=name, output_dir=folder))
     write_json(os.path.join(folder, f"{name}.json"), payload)

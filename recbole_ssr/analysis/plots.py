@@ -17,8 +17,10 @@ def _figure(width=7.0, height=4.2, ncols=1, nrows=1):
 
 
 def _save(figure, path):
+    from recbole_ssr.safe_io import save_with
+
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    save_with(path, lambda handle: figure.savefig(handle, format="png"))
     return path
 
 
