@@ -5,9 +5,9 @@
   ``overall.yaml``, every dataset and model yaml), RecBole's argument lists, this plugin's ``properties/`` yaml
   files (models, datasets, protocols, analyses, search spaces) and :data:`KEYS_READ_IN_CODE`. A key outside that set
   is an error naming the closest known key. Keys read by your own code are declared with ``extra_keys: [name, ...]``.
-* **Values.** Types follow the default of the key (a number stays a number, a flag a boolean); the ranges in
-  :data:`RANGES` hold; ``metrics``, ``topk`` and ``valid_metric`` name metrics RecBole has and agree with each
-  other.
+* **Values.** Types follow the default of the key (a number stays a number, a flag a boolean, a list a list);
+  the keys of :data:`RANGES` are whole numbers or numbers within their bounds; ``metrics``, ``topk`` and
+  ``valid_metric`` name metrics RecBole has and agree with each other.
 """
 
 import difflib
@@ -24,7 +24,7 @@ KEYS_READ_IN_CODE = frozenset({
     EXTRA_KEYS, "model", "dataset", "data_format", "dataset_dir", "data_root", "modalities", "feature_item_ids",
     "cold_item_ratio", "cold_item_seed", "tail_ratio", "device", "local_rank", "world_size", "single_spec",
     "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "valid_neg_sample_args", "test_neg_sample_args",
-    "valid_metric_bigger", "config_files", "token_num_threshold", "xgb_early_stopping_rounds",
+    "valid_metric_bigger", "token_num_threshold", "xgb_early_stopping_rounds",
 })
 
 #: key -> (kind, lowest, highest): whole numbers ("int") or real numbers ("float"); None = no bound
@@ -165,9 +165,10 @@ def check_types(final, defaults, given, sources):
         want, got = _kind_of(default), _kind_of(value)
         if default is None or want is None or value is None and want in ("str", "list", "dict"):
             continue
-        if want == got or (want == "float" and got == "int") or (key in SCALAR_OR_LIST and got is not None):
+        numbers = ("int", "float")  # whole numbers are enforced by RANGES only: a yaml's 0 may stand for 0.0
+        if want == got or (want in numbers and got in numbers) or (key in SCALAR_OR_LIST and got is not None):
             continue
-        raise _type_error(key, value, _WORDS[want], source)
+        raise _type_error(key, value, _WORDS["float" if want == "int" else want], source)
 
 
 def check_metrics(final, sources):
