@@ -4,6 +4,7 @@
     python scripts/fault_catalogue.py                 # every case, a markdown table on stdout
     python scripts/fault_catalogue.py --only cache    # the cases whose name contains 'cache'
     python scripts/fault_catalogue.py --skip-slow     # without the two-first-runs-of-ml-100k case (~1-2 min)
+    python scripts/fault_catalogue.py --repo OTHER    # the same cases against another checkout (e.g. before a fix)
 
 Each case runs ``run_recbole_ssr.py`` or ``python -m recbole_ssr.prepare`` in a fresh temporary folder. A case is
 *clean* when the command ends as expected: a fault ends with a non-zero exit, its last stderr line is one
@@ -284,7 +285,8 @@ def judge(case, code, err, check_ok):
 
 def run_case(case, keep=False):
     work = tempfile.mkdtemp(prefix="fault-")
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), HF_HUB_OFFLINE="1")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), HF_HUB_OFFLINE="1",
+               PYTHONDONTWRITEBYTECODE="1")
     try:
         before = case.setup(work) if case.setup else None
         if case.run:
@@ -311,7 +313,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="run only the cases whose name contains this text")
     parser.add_argument("--skip-slow", action="store_true", help="leave out the embedded ml-100k build case")
+    parser.add_argument("--repo", default=None, help="checkout whose run_recbole_ssr.py and recbole_ssr to test "
+                                                      "(default: this one)")
     args = parser.parse_args(argv)
+    if args.repo:
+        global REPO
+        REPO = os.path.abspath(args.repo)
+        RUNNER[1] = os.path.join(REPO, "run_recbole_ssr.py")
     selected = [c for c in cases() if (not args.only or args.only in c.name)
                 and not (args.skip_slow and "ml-100k" in c.name)]
     print("| # | case | class | expected | exit | clean | last stderr line |")
