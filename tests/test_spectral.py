@@ -294,6 +294,34 @@ def test_gradients_flow_to_x(method):
     assert torch.isfinite(x32.grad).all() and x32.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("method, chunk, order", [("chebyshev", None, 9), ("chebyshev", 2, 9), ("chebyshev", None, 1),
+                                                   ("reference", None, 5), ("eigen", None, 9)])
+def test_bands_at_rows_equal_the_rows_of_the_full_bands(method, chunk, order):
+    """The training path (bands of a few rows, row-sparse gradient) is the full decomposition restricted to them:
+    same values, same gradient, same edges and energy shares afterwards; gradcheck'ed in float64."""
+    adj = bipartite_adj(30, 24, 4, seed=21, isolated=2)
+    x = torch.randn(56, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(22), requires_grad=True)
+    rows = torch.tensor([0, 3, 4, 17, 29, 30, 41, 54, 55])  # 55: an isolated node
+    weights = torch.randn(len(rows), 3, 5, dtype=torch.float64)
+    results = []
+    for rows_only in (False, True):
+        dec = SpectralBandDecomposer(adj, 3, method, cheb_order=order, col_chunk=chunk, refresh_every=0)
+        for _ in range(2):  # the second call runs on tracked (free) moments
+            bands = dec.bands_at(x, rows) if rows_only else dec(x)[:, rows].transpose(0, 1)
+        grad, = torch.autograd.grad((bands * weights).sum(), x)
+        results.append((bands.detach(), grad, dec.band_edges, dec.energy_shares))
+    (full, full_grad, full_edges, full_shares), (part, part_grad, part_edges, part_shares) = results
+    torch.testing.assert_close(part, full, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(part_grad, full_grad, atol=1e-12, rtol=1e-10)
+    if full_edges is not None:
+        torch.testing.assert_close(part_edges, full_edges)
+    if method == "chebyshev":  # shares from the pass's own moments = projections of the full bands
+        torch.testing.assert_close(part_shares, full_shares, atol=1e-10, rtol=0)
+    dec = SpectralBandDecomposer(adj, 3, method, cheb_order=order, refresh_every=0, track_edges=False)
+    dec(x.detach())
+    assert torch.autograd.gradcheck(lambda v: dec.bands_at(v, rows), (x,), eps=1e-6, atol=1e-6)
+
+
 def test_column_chunks_give_identical_results():
     adj = bipartite_adj(50, 40, 5, seed=13)
     x = torch.randn(90, 7, dtype=torch.float64, requires_grad=True)
