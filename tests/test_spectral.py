@@ -262,7 +262,7 @@ def test_reference_bank_equals_closed_form():
             np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(xn).max())
 
     mid3 = (-0.8 * eye + 0.9 * a + 1.6 * a2 - 1.2 * a3) @ xn
-    check(3, 5, [low, mid3])  # SSR.md: low = (I + 0.5Â)X, mid = (-0.8I + 0.9Â + 1.6Â² - 1.2Â³)X
+    check(3, 5, [low, mid3])  # docs/ssr.md: low = (I + 0.5Â)X, mid = (-0.8I + 0.9Â + 1.6Â² - 1.2Â³)X
     check(3, 9, [low, mid3])  # orders above 3 are never used for M = 3
     check(3, 2, [low, (-0.8 * eye + 1.6 * a2) @ xn])  # ... and orders above k_poly are dropped
     check(2, 5, [low])

@@ -36,7 +36,7 @@ def sym_normalized(rows, cols, n, values=None):
 
 def normalized_adjacency(users, items, n_users, n_items, device=None):
     """Symmetric-normalised bipartite adjacency Â = D^-1/2 A D^-1/2 over N = n_users + n_items nodes
-    (users first, then items), as a torch sparse COO tensor (LightGCN eq. 7 / SSR.md notation)."""
+    (users first, then items), as a torch sparse COO tensor (LightGCN eq. 7 / docs/ssr.md notation)."""
     users = torch.as_tensor(users, dtype=torch.int64)
     items = torch.as_tensor(items, dtype=torch.int64) + n_users
     adjacency = sym_normalized(torch.cat([users, items]), torch.cat([items, users]), n_users + n_items)

@@ -1,6 +1,6 @@
-"""SSR stage (i): split a graph signal into M frequency bands of the user-item graph (SSR.md, "Stage (i)").
+"""SSR stage (i): split a graph signal into M frequency bands of the user-item graph (docs/ssr.md, "Stage (i)").
 
-Notation (SSR.md): Â = D^-1/2 A D^-1/2 (N x N, no self loops, isolated nodes have all-zero rows),
+Notation (docs/ssr.md): Â = D^-1/2 A D^-1/2 (N x N, no self loops, isolated nodes have all-zero rows),
 L = I - Â with eigen-pairs (λ_k, u_k), λ_k in [0, 2]; the signal X is [N, D]; the GFT is C = Uᵀ X and the energy
 of mode k is e_k = Σ_f C_kf². Every method returns a tensor ``[M, N, D]`` whose bands sum to X: the last band is
 always the residual X - Σ_{m<M-1} band_m, so the sum is exact up to float rounding.
@@ -15,7 +15,7 @@ Methods (config ``band_method``):
     above ``eigen_max_nodes`` nodes: it needs several dense N x N matrices.
 
 ``chebyshev``
-    The scalable equal-energy bands (our addition; SSR.md "What this project must do"). Let L̃ = L - I = -Â
+    The scalable equal-energy bands (our addition; docs/ssr.md "Stage (i)"). Let L̃ = L - I = -Â
     (spectrum in [-1, 1]) and μ_k = Σ_f x_fᵀ T_k(L̃) x_f = ∫ T_k(λ-1) dE(λ) the Chebyshev moments of the
     signal's spectral energy distribution E(λ) = Σ_k e_k δ(λ - λ_k). The kernel-polynomial method (Jackson
     damping g_k) turns μ_0..μ_K into a smoothed energy CDF
@@ -547,7 +547,7 @@ def _to_sparse(adj):
 
 
 class SpectralBandDecomposer(nn.Module):
-    """Decompose graph signals X [N, D] into M frequency bands [M, N, D] that sum to X (SSR.md stage (i)).
+    """Decompose graph signals X [N, D] into M frequency bands [M, N, D] that sum to X (docs/ssr.md, "Stage (i)").
 
     Args:
         adj: Â = D^-1/2 A D^-1/2 of the (training) user-item graph, torch sparse COO/CSR (or scipy.sparse),

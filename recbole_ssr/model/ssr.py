@@ -1,6 +1,6 @@
 """SSR: Structured Spectral Reasoning for frequency-adaptive multimodal recommendation (Yang et al., NeurIPS 2025).
 
-Pipeline (SSR.md, our notation):
+Pipeline (docs/ssr.md, our notation):
 
 * Backbone - per branch m ∈ {id} ∪ content modalities: H⁰_m = row-L2-normalise([P_m ; X_m]) with X_id an item
   table and X_m = MLP(F_m) for content; Z_m = Σ_{l=0..L} Â^l H⁰_m. Node representation R: items [Z_id|Z_1|...],
@@ -108,7 +108,7 @@ class SSR(MultimodalRecommender):
         return graph.coalesce().to_sparse_csr()
 
     def propagate(self, signal):
-        """Σ_{l=0..L} Â^l H (LightGCN sum, SSR.md backbone step 1)."""
+        """Σ_{l=0..L} Â^l H (LightGCN sum, docs/ssr.md "Backbone")."""
         total, layer = signal, signal
         for _ in range(self.num_layers):
             layer = sparse_product(self.adjacency, layer)  # Â is symmetric

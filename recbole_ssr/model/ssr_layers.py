@@ -1,7 +1,7 @@
 """SSR stages (ii)-(iv) as modules: band masking, G-HSNO + band gating, band-wise cross-modal InfoNCE.
 
 Shapes: B nodes (a batch of users or items), M bands, D = (number of modalities incl. id) x d features.
-Equations follow SSR.md ("Stage (ii)", "Stage (iii)", "Stage (iv)"); notation there.
+Equations follow docs/ssr.md ("Stage (ii)", "Stage (iii)", "Stage (iv)"); notation there.
 """
 
 import math
