@@ -219,8 +219,16 @@ def test_ssr_runs_end_to_end_and_is_the_default(make_mmrec):
 
     assert default_model() == "SSR"
     root, name, _ = make_mmrec()
-    outcome = run("SSR", name, config_dict=dict(QUICK, data_path=root, epochs=2))
+    outcome = run("SSR", name, config_dict=dict(QUICK, data_path=root, epochs=2, learning_rate=1e-4, lr_decay=[0.5, 1]))
     assert outcome["epochs_run"] == 2 and all(0 <= v <= 1 for v in outcome["test_result"].values())
+    history = outcome["valid_history"]  # the learning curve: one entry per evaluation, with that epoch's lr
+    assert [h["epoch"] for h in history] == [0, 1] and [h["lr"] for h in history] == pytest.approx([1e-4, 5e-5])
+    assert max(h["valid_score"] for h in history) == pytest.approx(outcome["best_valid_score"])
+    mixing = outcome["model_summary"]["mixing"]  # S of the best-valid weights, per side
+    for side in ("user", "item"):
+        matrix = torch.tensor(mixing[side]["S"])
+        assert torch.allclose(matrix.sum(dim=0), torch.ones(3), atol=1e-5)
+        assert mixing[side]["max_abs_from_uniform"] == pytest.approx(float((matrix - 1 / 3).abs().max()), abs=1e-6)
 
 
 def plain_ssr_loss(model, interaction):
