@@ -90,8 +90,10 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     """Train ``model`` on ``dataset`` to early stopping, evaluate the best-valid checkpoint on the test set.
 
     Returns (and, with ``results=PATH``, writes as JSON) ``{model, dataset, best_valid_result, test_result,
-    groups, best_epoch, epochs_run, seconds_per_epoch, n_params, peak_rss_mb, config}``; ``groups`` holds the
-    test metrics per user training-degree bucket and for cold-start items (:mod:`recbole_ssr.analysis.groups`).
+    groups, best_epoch, epochs_run, seconds_per_epoch, valid_history, model_summary, n_params, peak_rss_mb,
+    config}``; ``groups`` holds the test metrics per user training-degree bucket and for cold-start items
+    (:mod:`recbole_ssr.analysis.groups`); ``valid_history`` the learning curve; ``model_summary`` what the model's
+    optional ``results_summary()`` reports about its best-valid weights (SSR: its band-mixing matrices).
     ``callback_fn(epoch, valid_score, valid_result)`` is called after every evaluation;
     ``on_ready(model, trainer, (train_data, valid_data, test_data))`` once before training (the analyses use it
     to inspect the model; after ``run`` returns, the model holds the best-valid weights).
@@ -126,6 +128,8 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         "best_epoch": getattr(trainer, "best_epoch", None),
         "epochs_run": getattr(trainer, "epochs_run", None),
         "seconds_per_epoch": getattr(trainer, "seconds_per_epoch", None),
+        "valid_history": getattr(trainer, "valid_history", None),
+        "model_summary": _plain(model_obj.results_summary()) if hasattr(model_obj, "results_summary") else None,
         "n_params": int(sum(p.numel() for p in model_obj.parameters() if p.requires_grad)),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "finished_at": get_local_time(),

@@ -14,7 +14,8 @@ Differences from ``recbole.trainer.Trainer.fit`` (everything else - batches, los
   are loaded with ``weights_only=False`` - only these files, which this trainer wrote itself.
 * Checkpoints are written to a temporary file and renamed into place: a kill during a save leaves the previous
   best checkpoint, never a torn one.
-* Timing and bookkeeping for the results file: ``best_epoch``, ``epochs_run``, ``seconds_per_epoch``.
+* Timing and bookkeeping for the results file: ``best_epoch``, ``epochs_run``, ``seconds_per_epoch``,
+  ``valid_history`` (train loss, valid score and the epoch's learning rate at every evaluation).
 """
 
 import os
@@ -119,6 +120,7 @@ class MultimodalTrainer(CheckpointFixMixin, Trainer):
         self.best_epoch = None
         self.epochs_run = 0
         self.epoch_seconds = []
+        self.valid_history = []  # one {epoch, train_loss, valid_score, lr} per evaluation (the learning curve)
 
     def _improved(self, score):
         if self.best_valid_result is None:
@@ -133,6 +135,7 @@ class MultimodalTrainer(CheckpointFixMixin, Trainer):
         hook = getattr(self.model, "pre_epoch_processing", None)
         for epoch_idx in range(self.start_epoch, self.epochs):
             start = time.time()
+            epoch_lr = float(self.optimizer.param_groups[0]["lr"])
             if callable(hook):
                 hook(epoch_idx)
             train_loss = self._train_epoch(train_data, epoch_idx, show_progress=show_progress)
@@ -155,6 +158,9 @@ class MultimodalTrainer(CheckpointFixMixin, Trainer):
                 continue
             valid_start = time.time()
             valid_score, valid_result = self._valid_epoch(valid_data, show_progress=show_progress)
+            self.valid_history.append({"epoch": epoch_idx, "train_loss": float(self.train_loss_dict[epoch_idx]),
+                                       "valid_score": float(valid_score),
+                                       "lr": epoch_lr})
             if self._improved(valid_score):
                 self.best_valid_score, self.best_valid_result = valid_score, valid_result
                 self.best_epoch, self.cur_step = epoch_idx, 0

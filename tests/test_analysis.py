@@ -311,8 +311,14 @@ def test_sensitivity_and_bands_analyses_write_tables_and_plots(make_mmrec, tmp_p
     assert np.allclose(history.groupby(["epochs_trained", "nodes", "modality"]).share.sum(), 1.0, atol=1e-5)
     removal = pd.read_csv(os.path.join(folder, "band_removal.csv"))
     assert list(removal.removed.unique()) == ["none", "band 0 (low)", "band 1 (mid)", "band 2 (high)"]
-    for part in ("## Energy share", "## Gate weights", "## Band removed at inference", "## Cross-modal similarity"):
+    for part in ("## Energy share", "## Gate weights", "## Band removed at inference", "## Band-mixing matrices",
+                 "## Cross-modal similarity"):
         assert part in open(os.path.join(folder, "bands.md")).read()
+    mixing = pd.read_csv(os.path.join(folder, "mixing.csv"))
+    assert set(mixing.side) == {"user", "item"} and len(mixing) == 2 * 3 * 3
+    assert np.allclose(mixing.groupby(["side", "in_band"]).weight.sum(), 1.0, atol=1e-5)  # column-stochastic
+    for side, part in mixing.groupby("side"):  # the recorded distance is the table's own max |S - 1/M|
+        assert part.max_abs_from_uniform.iloc[0] == pytest.approx((part.weight - 1 / 3).abs().max(), abs=1e-6)
     with pytest.raises(ConfigError, match="single --model=SSR"):
         run_analysis("bands", ["VBPR"], name, analysis_args(tmp_path), config_dict)
     with pytest.raises(ConfigError, match="analysis_metric 'recall@50' is not computed"):

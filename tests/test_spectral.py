@@ -262,7 +262,7 @@ def test_reference_bank_equals_closed_form():
             np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(xn).max())
 
     mid3 = (-0.8 * eye + 0.9 * a + 1.6 * a2 - 1.2 * a3) @ xn
-    check(3, 5, [low, mid3])  # SSR.md: low = (I + 0.5Â)X, mid = (-0.8I + 0.9Â + 1.6Â² - 1.2Â³)X
+    check(3, 5, [low, mid3])  # docs/ssr.md: low = (I + 0.5Â)X, mid = (-0.8I + 0.9Â + 1.6Â² - 1.2Â³)X
     check(3, 9, [low, mid3])  # orders above 3 are never used for M = 3
     check(3, 2, [low, (-0.8 * eye + 1.6 * a2) @ xn])  # ... and orders above k_poly are dropped
     check(2, 5, [low])
@@ -292,6 +292,34 @@ def test_gradients_flow_to_x(method):
     bands = SpectralBandDecomposer(adj, 4, method, cheb_order=9)(x32)
     (bands * torch.randn_like(bands)).sum().backward()
     assert torch.isfinite(x32.grad).all() and x32.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("method, chunk, order", [("chebyshev", None, 9), ("chebyshev", 2, 9), ("chebyshev", None, 1),
+                                                   ("reference", None, 5), ("eigen", None, 9)])
+def test_bands_at_rows_equal_the_rows_of_the_full_bands(method, chunk, order):
+    """The training path (bands of a few rows, row-sparse gradient) is the full decomposition restricted to them:
+    same values, same gradient, same edges and energy shares afterwards; gradcheck'ed in float64."""
+    adj = bipartite_adj(30, 24, 4, seed=21, isolated=2)
+    x = torch.randn(56, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(22), requires_grad=True)
+    rows = torch.tensor([0, 3, 4, 17, 29, 30, 41, 54, 55])  # 55: an isolated node
+    weights = torch.randn(len(rows), 3, 5, dtype=torch.float64)
+    results = []
+    for rows_only in (False, True):
+        dec = SpectralBandDecomposer(adj, 3, method, cheb_order=order, col_chunk=chunk, refresh_every=0)
+        for _ in range(2):  # the second call runs on tracked (free) moments
+            bands = dec.bands_at(x, rows) if rows_only else dec(x)[:, rows].transpose(0, 1)
+        grad, = torch.autograd.grad((bands * weights).sum(), x)
+        results.append((bands.detach(), grad, dec.band_edges, dec.energy_shares))
+    (full, full_grad, full_edges, full_shares), (part, part_grad, part_edges, part_shares) = results
+    torch.testing.assert_close(part, full, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(part_grad, full_grad, atol=1e-12, rtol=1e-10)
+    if full_edges is not None:
+        torch.testing.assert_close(part_edges, full_edges)
+    if method == "chebyshev":  # shares from the pass's own moments = projections of the full bands
+        torch.testing.assert_close(part_shares, full_shares, atol=1e-10, rtol=0)
+    dec = SpectralBandDecomposer(adj, 3, method, cheb_order=order, refresh_every=0, track_edges=False)
+    dec(x.detach())
+    assert torch.autograd.gradcheck(lambda v: dec.bands_at(v, rows), (x,), eps=1e-6, atol=1e-6)
 
 
 def test_column_chunks_give_identical_results():

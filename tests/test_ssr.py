@@ -49,7 +49,26 @@ def test_band_kernel_is_column_stochastic_with_rank_at_most_r():
     scale = operator.scale(node).unsqueeze(1) * operator.gains()
     assert torch.allclose(out, scale * expected, atol=1e-6)
     assert torch.allclose(expected.sum(1), bands.sum(1), atol=1e-5)
-    assert operator.regularizer().item() == pytest.approx(operator.kernel().pow(2).mean().item())  # Λ starts at 0
+    expected_reg = operator.kernel().pow(2).mean() + operator.gain_logits.pow(2).mean()
+    assert operator.regularizer().item() == pytest.approx(expected_reg.item())
+    shared = operator(bands, node, node_scale=operator.node_scale(node))
+    assert torch.equal(shared, out)  # s(x) passed in (a masked pass reusing the clean pass's) = computed here
+
+
+def test_operator_and_gate_start_as_the_reference():
+    """W_q, W_k xavier-normal (std √(2/(M+r))), Λ ~ N(0, 1), gate hidden width D/4 (docs/ssr.md, stage (iii))."""
+    torch.manual_seed(0)
+    num_bands, rank, dim = 3, 4, 192
+    draws = [BandOperator(num_bands, dim, rank) for _ in range(200)]
+    w = torch.stack([torch.cat([o.w_q.flatten(), o.w_k.flatten()]) for o in draws])
+    assert w.std().item() == pytest.approx(math.sqrt(2 / (num_bands + rank)), rel=0.05)
+    gains = torch.cat([o.gain_logits.flatten() for o in draws[:20]])
+    assert gains.mean().abs() < 0.02 and gains.std().item() == pytest.approx(1.0, rel=0.03)
+    # with that init the mixing matrix S is far from uniform (the old 0.1·randn kept it within ±0.01 of 1/M)
+    spread = torch.stack([(o.mixing() - 1 / num_bands).abs().max() for o in draws])
+    assert spread.median() > 0.1
+    gate = BandGate(num_bands, dim)
+    assert gate.mlp[0].out_features == dim // 4 and gate.mlp[2].in_features == dim // 4
 
 
 def test_gate_starts_near_one_and_rescales_to_the_band_sum_norm():
@@ -59,13 +78,12 @@ def test_gate_starts_near_one_and_rescales_to_the_band_sum_norm():
     assert torch.allclose(weights, torch.ones_like(weights), atol=0.01)
     assert torch.allclose(h.norm(dim=1), bands.sum(1).norm(dim=1), atol=1e-5)
     assert h_spec.shape == (7, 12)
-
-
-def test_first_occurrences_dedupes_batch_nodes():
-    from recbole_ssr.model.ssr import first_occurrences
-
-    ids = torch.tensor([7, 3, 7, 9, 3, 1])
-    assert first_occurrences(ids).tolist() == [5, 1, 0, 3]  # values 1, 3, 7, 9
+    # the split first layer (W_x x + b) + W_c c is the MLP on the concatenation [x; mean_m Y_m]
+    torch.nn.init.normal_(gate.mlp[-1].weight)
+    logits = gate.mlp(torch.cat([node, bands.mean(dim=1)], dim=-1))
+    expected = 1 + gate.gamma * torch.tanh(logits)
+    assert torch.allclose(gate(bands, node)[2], expected, atol=1e-6)
+    assert torch.equal(gate(bands, node, node_logits=gate.node_logits(node))[2], gate(bands, node)[2])
 
 
 def test_infonce_positive_is_same_node_and_band():
@@ -134,7 +152,7 @@ def test_mask_and_contrastive_switches_remove_their_terms(make_mmrec, monkeypatc
     model, _ = build(make_mmrec)
     interaction = batch(model)
     loss_full, _ = grads_after_loss(model, interaction)
-    assert calls == {"mask": 1, "cl": 2}  # one mask over users, positives, negatives; users and items contrasted
+    assert calls == {"mask": 2, "cl": 2}  # masked once per side (distinct users, distinct items); both contrasted
     for switch, term in (({"mask_weight": 0.0}, "mask"), ({"mask_rate": 0.0}, "mask"), ({"cl_weight": 0.0}, "cl")):
         calls.update(mask=0, cl=0)
         ablated, _ = build(make_mmrec, **switch)
@@ -149,7 +167,8 @@ def test_contrastive_term_value(make_mmrec):
     signal, _ = with_cl.graph_signal()
     bands = with_cl.decomposer(signal).transpose(0, 1)
     users, items, _ = with_cl.node_rows(interaction)
-    expected = with_cl.contrastive_loss(bands[users], users, bands[items], items).item()
+    expected = sum(band_contrastive_loss(bands[torch.unique(nodes)], with_cl.chunk_slices, with_cl.temperature)
+                   for nodes in (users, items)).item()  # each distinct user / positive item once
     assert expected > 0
     difference = with_cl.calculate_loss(interaction).item() - without.calculate_loss(interaction).item()
     assert difference == pytest.approx(expected, rel=1e-4)
@@ -200,5 +219,118 @@ def test_ssr_runs_end_to_end_and_is_the_default(make_mmrec):
 
     assert default_model() == "SSR"
     root, name, _ = make_mmrec()
-    outcome = run("SSR", name, config_dict=dict(QUICK, data_path=root, epochs=2))
+    outcome = run("SSR", name, config_dict=dict(QUICK, data_path=root, epochs=2, learning_rate=1e-4, lr_decay=[0.5, 1]))
     assert outcome["epochs_run"] == 2 and all(0 <= v <= 1 for v in outcome["test_result"].values())
+    history = outcome["valid_history"]  # the learning curve: one entry per evaluation, with that epoch's lr
+    assert [h["epoch"] for h in history] == [0, 1] and [h["lr"] for h in history] == pytest.approx([1e-4, 5e-5])
+    assert max(h["valid_score"] for h in history) == pytest.approx(outcome["best_valid_score"])
+    mixing = outcome["model_summary"]["mixing"]  # S of the best-valid weights, per side
+    for side in ("user", "item"):
+        matrix = torch.tensor(mixing[side]["S"])
+        assert torch.allclose(matrix.sum(dim=0), torch.ones(3), atol=1e-5)
+        assert mixing[side]["max_abs_from_uniform"] == pytest.approx(float((matrix - 1 / 3).abs().max()), abs=1e-6)
+
+
+def plain_ssr_loss(model, interaction):
+    """SSR's training loss written the plain way, as docs/ssr.md states it: whole-graph bands from the filter bank,
+    stage (iii) on every batch row separately (no sharing across rows or passes), Ω once per side and pass, one BCE
+    mean over the 2B logits. The band mask is drawn per distinct node, in the same order as the model draws it."""
+    signal, node = model.graph_signal()
+    bands = model.decomposer(signal).transpose(0, 1)  # [N, M, D]
+    users, pos, neg = model.node_rows(interaction)
+    batch = len(users)
+    nodes = torch.cat([users, pos, neg])
+    distinct, inverse = torch.unique(nodes, return_inverse=True)
+    keep = (torch.rand(len(distinct), model.num_bands) >= model.mask_rate)
+    keep[:, 0] |= ~keep.any(dim=1)
+
+    def side_pass(rows, side, keep_rows=None):
+        picked = bands[rows]
+        if keep_rows is not None:
+            picked = picked * keep_rows.unsqueeze(-1) / (1 - model.mask_rate)
+        operator, gate = model.operators[side], model.gates[side]
+        mixed = torch.einsum("mn,bnd->bmd", operator.mixing(), picked)
+        out = operator.scale(node[rows]).unsqueeze(1) * operator.gains() * mixed
+        logits = gate.mlp(torch.cat([node[rows], out.mean(dim=1)], dim=-1))
+        weights = 1 + gate.gamma * torch.tanh(logits)
+        weighted = out * weights.unsqueeze(-1)
+        p, q = out.sum(1), weighted.sum(1)
+        h = q * (p.norm(dim=-1, keepdim=True) + 1e-6) / (q.norm(dim=-1, keepdim=True) + 1e-6)
+        return h, operator.regularizer()
+
+    def all_rows(keep_rows=None):
+        split = (lambda part: None) if keep_rows is None else (lambda part: keep_rows[inverse][part])
+        hu, reg_u = side_pass(users, "user", split(slice(0, batch)))
+        hp, reg_i = side_pass(pos, "item", split(slice(batch, 2 * batch)))
+        hn, _ = side_pass(neg, "item", split(slice(2 * batch, None)))
+        return (hu, hp, hn), reg_u + reg_i
+
+    (hu, hp, hn), omega = all_rows()
+    logits = torch.cat([(hu * hp).sum(-1), (hu * hn).sum(-1)])
+    labels = torch.cat([torch.ones(batch), torch.zeros(batch)])
+    loss = F.binary_cross_entropy_with_logits(logits, labels) + model.reg_weight * omega
+    masked, masked_omega = all_rows(keep)
+    loss = loss + model.reg_weight * masked_omega
+    loss = loss + model.mask_weight * sum(F.mse_loss(m, f.detach()) for m, f in zip(masked, (hu, hp, hn))) / 3
+    contrast = sum(band_contrastive_loss(bands[torch.unique(n)], model.chunk_slices, model.temperature)
+                   for n in (users, pos))
+    return loss + model.cl_weight * contrast
+
+
+@pytest.mark.parametrize("band_method", ["chebyshev", "reference", "eigen"])
+def test_fast_training_step_equals_the_plain_loss_and_gradients(make_mmrec, band_method):
+    """The training step's shortcuts (bands only at the batch's distinct rows with row-sparse gradients, stage (iii)
+    once per distinct node, s(x) and the gate's x-part shared by the clean and masked passes) change no number."""
+    model, _ = build(make_mmrec, modalities={"image": 6, "audio": 5}, band_method=band_method, cheb_order=8,
+                     mask_weight=0.5, cl_weight=0.3, reg_weight=0.2)
+    interaction = batch(model, n=24)  # repeated users and items in the batch
+    assert len(torch.unique(interaction["user_id"])) < 24
+    results = []
+    for compute in (model.calculate_loss, lambda i: plain_ssr_loss(model, i)):
+        model.zero_grad()
+        model.decomposer.refresh()
+        torch.manual_seed(5)
+        loss = compute(interaction)
+        loss.backward()
+        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (fast_loss, fast_grads), (plain_loss, plain_grads) = results
+    assert fast_loss == pytest.approx(plain_loss, rel=1e-5)
+    assert fast_grads.keys() == plain_grads.keys() and len(fast_grads) > 10
+    for name in plain_grads:
+        torch.testing.assert_close(fast_grads[name], plain_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_loss_terms_are_weighted_as_the_reference(make_mmrec):
+    """BCE is one mean over the 2B logits; Ω counts each side's module once per pass (clean + masked)."""
+    model, _ = build(make_mmrec, mask_weight=0.0, cl_weight=0.0, reg_weight=0.0)
+    interaction = batch(model)
+    model.decomposer.refresh()
+    bce_only = model.calculate_loss(interaction).item()
+    users, pos, neg = model.node_rows(interaction)
+    model.eval()
+    with torch.no_grad():
+        user_h, item_h = model.forward()
+    logits = torch.cat([(user_h[users] * item_h[pos - model.n_users]).sum(-1),
+                        (user_h[users] * item_h[neg - model.n_users]).sum(-1)])
+    expected = F.binary_cross_entropy_with_logits(logits, torch.cat([torch.ones(16), torch.zeros(16)])).item()
+    assert bce_only == pytest.approx(expected, rel=1e-5)
+    omega = sum(op.regularizer() for op in model.operators.values()).item()
+    model.train()
+    for mask_weight, passes in ((0.0, 1), (1e-9, 2)):
+        weighted, _ = build(make_mmrec, mask_weight=mask_weight, cl_weight=0.0, reg_weight=1.0)
+        weighted.decomposer.refresh()
+        difference = weighted.calculate_loss(interaction).item() - bce_only
+        assert difference == pytest.approx(passes * omega, rel=1e-4)
+
+
+def test_user_branch_weights_start_as_a_softmax_and_are_used_linearly(make_mmrec):
+    model, _ = build(make_mmrec, modalities={"image": 6})
+    weights = model.user_branch_weights
+    assert torch.allclose(weights.sum(dim=1), torch.ones(model.n_users), atol=1e-6)
+    assert weights.min() > 0 and weights.std() > 0  # softmax of an xavier draw (std √(2/(U+B)), ≈ 1/B on big data)
+    with torch.no_grad():
+        _, before = model.graph_signal()
+        weights.mul_(3.0)  # a linear use scales the users' R by 3; a softmax would undo it
+        _, after = model.graph_signal()
+    torch.testing.assert_close(after[: model.n_users], 3 * before[: model.n_users])
+    torch.testing.assert_close(after[model.n_users:], before[model.n_users:])

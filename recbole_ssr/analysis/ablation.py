@@ -1,6 +1,6 @@
 """``--analysis=ablation``: the full model against each component switched off, same seeds, one table.
 
-Variants (``ablation_variants`` in ``properties/analysis/defaults.yaml``; SSR's switches, SSR.md "Switches"):
+Variants (``ablation_variants`` in ``properties/analysis/defaults.yaml``; SSR's switches, docs/ssr.md "Switches"):
 ``full``; ``no_masking`` (``mask_weight: 0``: no masked pass, no consistency loss); ``no_operator``
 (``use_operator: False``: no G-HSNO, no Ω); ``no_gating`` (``use_gate: False``: plain band sum); ``no_contrastive``
 (``cl_weight: 0``); ``id_only`` (``use_modalities: []``: no content features); and with

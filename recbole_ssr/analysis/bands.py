@@ -1,4 +1,4 @@
-"""``--analysis=bands``: SSR's band diagnostics (SSR.md "What the paper reports" / "Switches": diagnostics).
+"""``--analysis=bands``: SSR's band diagnostics (docs/ssr.md "Switches (ablations and diagnostics)").
 
 For each seed, SSR is trained once (in this process, so the model can be inspected) and then measured:
 
@@ -15,13 +15,16 @@ For each seed, SSR is trained once (in this process, so the model can be inspect
 3. **Band removal at inference.** Band m is zeroed before stage (iii) (:meth:`SSR.remove_band_at_inference`)
    and the test set is re-scored; the table gives ``analysis_metric`` per group (all users, each degree bucket,
    cold-start items) and its change against the full model.
-4. **Cross-modal similarity per band.** For every pair of branches (a, b) and band m: the mean cosine between
+4. **Band-mixing matrices.** The G-HSNO operator's column-stochastic S (users' and items' modules) of the best
+   checkpoint, and its distance from uniform max |S − 1/M| (0: every band is replaced by the mean of all bands,
+   so the operator mixes nothing and the gates see identical bands; :meth:`SSR.mixing_matrices`).
+5. **Cross-modal similarity per band.** For every pair of branches (a, b) and band m: the mean cosine between
    node n's a-chunk and b-chunk of Y_m (``cos_same``), against the same with b taken from a random other node
    (``cos_random``); ``gap`` = their difference. Users and items separately; at most ``bands_similarity_max_nodes``
    nodes per side (sampled with the seed).
 
 Output: ``bands.md`` (report), CSV per diagnostic (``energy_history.csv``, ``energy_best.csv``,
-``gate_weights.csv``, ``band_removal.csv``, ``cross_modal_similarity.csv``), ``bands.json`` and PNG plots
+``gate_weights.csv``, ``band_removal.csv``, ``mixing.csv``, ``cross_modal_similarity.csv``), ``bands.json`` and PNG plots
 (``energy_over_training.png``, ``energy_best.png``, ``gate_weights_by_degree.png``, ``band_removal.png``,
 ``cross_modal_similarity.png``). With several seeds the tables show mean ± std over seeds.
 """
@@ -177,6 +180,7 @@ def diagnose(model_name, dataset, config_files, config_dict, settings):
         "cross_modal_similarity": cross_modal_similarity(model, settings.get("bands_similarity_max_nodes"),
                                                          config_dict.get("seed", 0), bands),
         "gate_weights": gate_weights_by_degree(model, train_data.dataset, degree_bounds(config)),
+        "mixing": mixing_rows(model),
     }
     result["band_edges"] = None if model.decomposer.band_edges is None else \
         [float(v) for v in model.decomposer.band_edges]
@@ -199,7 +203,7 @@ def run_bands(models, dataset, args, overrides, settings):
     metric = settings["analysis_metric"]
 
     per_seed, tables = [], {k: [] for k in ("energy_history", "energy_best", "gate_weights", "band_removal",
-                                            "cross_modal_similarity")}
+                                            "mixing", "cross_modal_similarity")}
     for seed in seeds:
         print(f"[analysis] bands: {model_name} seed {seed} ...", flush=True)
         result = diagnose(model_name, dataset, getattr(args, "config_files", None), dict(overrides, seed=seed),
@@ -219,6 +223,7 @@ def run_bands(models, dataset, args, overrides, settings):
     report += _energy_section(folder, tables, dataset)
     report += _gate_section(folder, tables)
     report += _removal_section(folder, tables, metric)
+    report += _mixing_section(tables)
     report += _similarity_section(folder, tables)
     report += [common.GROUP_DEFINITIONS]
     runs = [dict(r["outcome"], seed=r["seed"], status="ok") for r in per_seed]
@@ -323,6 +328,38 @@ def _removal_section(folder, tables, metric):
             f"Test {metric} of the best checkpoint with one band zeroed before stage (iii) (change against the "
             "full model in brackets).", "", common.markdown_table(["removed"] + groups, rows), "",
             "![band removal](band_removal.png)", ""]
+
+
+def mixing_rows(model):
+    """Rows {side, out_band, in_band, weight, max_abs_from_uniform} of the operators' mixing matrices S."""
+    rows = []
+    for side, entry in model.mixing_matrices().items():
+        for out_band, weights in enumerate(entry["S"]):
+            for in_band, weight in enumerate(weights):
+                rows.append({"side": side, "out_band": out_band, "in_band": in_band, "weight": weight,
+                             "max_abs_from_uniform": entry["max_abs_from_uniform"]})
+    return rows
+
+
+def _mixing_section(tables):
+    lines_ = ["## Band-mixing matrices S of the operator", ""]
+    if not tables["mixing"]:
+        return lines_ + ["The operator is off (`use_operator: False`).", ""]
+    summary = common.summarise(tables["mixing"], ("side", "out_band", "in_band"), ["weight", "max_abs_from_uniform"])
+    num_bands = 1 + max(key[1] for key in summary)
+    labels = [band_label(m, num_bands) for m in range(num_bands)]
+    lines_ += ["S[m, n]: weight of input band n (columns) in output band m (rows) at the best checkpoint; each "
+               f"column sums to 1, uniform = 1/{num_bands} = {1 / num_bands:.3f} (the operator then mixes nothing).",
+               ""]
+    for side in ("user", "item"):
+        if (side, 0, 0) not in summary:
+            continue
+        rows = [[f"out {labels[m]}"] + [common.fmt_mean_std(summary[(side, m, n)]["weight"], 3)
+                                         for n in range(num_bands)] for m in range(num_bands)]
+        distance = common.fmt_mean_std(summary[(side, 0, 0)]["max_abs_from_uniform"], 3)
+        lines_ += [f"{side}s (max |S − 1/M| = {distance}):", "",
+                   common.markdown_table([side] + [f"in {label}" for label in labels], rows), ""]
+    return lines_
 
 
 def _similarity_section(folder, tables):

@@ -36,7 +36,7 @@ def sym_normalized(rows, cols, n, values=None):
 
 def normalized_adjacency(users, items, n_users, n_items, device=None):
     """Symmetric-normalised bipartite adjacency Â = D^-1/2 A D^-1/2 over N = n_users + n_items nodes
-    (users first, then items), as a torch sparse COO tensor (LightGCN eq. 7 / SSR.md notation)."""
+    (users first, then items), as a torch sparse COO tensor (LightGCN eq. 7 / docs/ssr.md notation)."""
     users = torch.as_tensor(users, dtype=torch.int64)
     items = torch.as_tensor(items, dtype=torch.int64) + n_users
     adjacency = sym_normalized(torch.cat([users, items]), torch.cat([items, users]), n_users + n_items)
@@ -123,3 +123,33 @@ class GraphCache:
 def sparse_to_csr(adjacency):
     """COO -> CSR (faster sparse x dense products on CPU; gradients flow to the dense operand)."""
     return adjacency.to_sparse_csr() if adjacency.layout == torch.sparse_coo else adjacency
+
+
+class _FixedSparseProduct(torch.autograd.Function):
+    """Y = A X for a constant sparse CSR A; dL/dX = Aᵀ dL/dY with Aᵀ given once (no transposition per step)."""
+
+    @staticmethod
+    def forward(ctx, x, matrix, transpose):
+        ctx.transpose = transpose
+        out = x.new_empty((matrix.shape[0], x.shape[1]))
+        return torch.addmm(out, matrix, x, beta=0.0, out=out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        out = grad.new_empty((ctx.transpose.shape[0], grad.shape[1]))
+        return torch.addmm(out, ctx.transpose, grad, beta=0.0, out=out), None, None
+
+
+def sparse_product(matrix, x, transpose=None):
+    """A X for a constant sparse CSR matrix A (a graph operator, not trained) and a dense X that may need
+    gradients. ``transpose`` is Aᵀ as CSR (build it once with :func:`csr_transpose`); None means A is symmetric
+    (e.g. Â = D^-1/2 A D^-1/2). Same numbers as ``torch.sparse.mm(A, X)``; its backward reuses the given Aᵀ
+    instead of transposing A in every step."""
+    return _FixedSparseProduct.apply(x, matrix, matrix if transpose is None else transpose)
+
+
+def csr_transpose(matrix):
+    """Aᵀ of a sparse matrix, as CSR."""
+    coo = matrix.to_sparse_coo() if matrix.layout != torch.sparse_coo else matrix
+    return coo.t().coalesce().to_sparse_csr()

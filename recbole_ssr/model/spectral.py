@@ -1,6 +1,6 @@
-"""SSR stage (i): split a graph signal into M frequency bands of the user-item graph (SSR.md, "Stage (i)").
+"""SSR stage (i): split a graph signal into M frequency bands of the user-item graph (docs/ssr.md, "Stage (i)").
 
-Notation (SSR.md): Â = D^-1/2 A D^-1/2 (N x N, no self loops, isolated nodes have all-zero rows),
+Notation (docs/ssr.md): Â = D^-1/2 A D^-1/2 (N x N, no self loops, isolated nodes have all-zero rows),
 L = I - Â with eigen-pairs (λ_k, u_k), λ_k in [0, 2]; the signal X is [N, D]; the GFT is C = Uᵀ X and the energy
 of mode k is e_k = Σ_f C_kf². Every method returns a tensor ``[M, N, D]`` whose bands sum to X: the last band is
 always the residual X - Σ_{m<M-1} band_m, so the sum is exact up to float rounding.
@@ -15,7 +15,7 @@ Methods (config ``band_method``):
     above ``eigen_max_nodes`` nodes: it needs several dense N x N matrices.
 
 ``chebyshev``
-    The scalable equal-energy bands (our addition; SSR.md "What this project must do"). Let L̃ = L - I = -Â
+    The scalable equal-energy bands (our addition; docs/ssr.md "Stage (i)"). Let L̃ = L - I = -Â
     (spectrum in [-1, 1]) and μ_k = Σ_f x_fᵀ T_k(L̃) x_f = ∫ T_k(λ-1) dE(λ) the Chebyshev moments of the
     signal's spectral energy distribution E(λ) = Σ_k e_k δ(λ - λ_k). The kernel-polynomial method (Jackson
     damping g_k) turns μ_0..μ_K into a smoothed energy CDF
@@ -356,6 +356,122 @@ class _ChebyshevBank(torch.autograd.Function):
         return _apply_bank_adjoint(ctx.adj, grad, ctx.coeffs, ctx.col_chunk), None, None, None, None
 
 
+class Workspace:
+    """Reusable scratch buffers, one per (name, shape, dtype, device): the training-step recursions write into the
+    same memory every step instead of allocating (and page-faulting) several N x D tensors per step."""
+
+    def __init__(self):
+        self._buffers = {}
+
+    def get(self, name, shape, like):
+        key = (name, tuple(shape), like.dtype, like.device)
+        if key not in self._buffers:
+            self._buffers[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return self._buffers[key]
+
+
+def _apply_bank_rows(adj, x, coeffs, rows, out, col_chunk, workspace, moments=None):
+    """``out[r, m] = (Σ_k coeffs[m, k] T_k(L̃) x)[rows[r]]`` (m < M-1), ``out[r, M-1] = x[rows[r]] - Σ_m out[r, m]``.
+
+    The same recursion as :func:`_apply_bank`, but only the requested rows of each band are accumulated (one
+    row gather per order instead of M-1 full-size updates) and T_k x lives in two reused workspace buffers.
+    ``out`` is [R, M, D]. ``moments`` as in :func:`_apply_bank`.
+    """
+    n_filt, order = coeffs.shape[0], coeffs.shape[1] - 1
+    for cols in _column_chunks(x.shape[1], col_chunk):
+        x0 = x[:, cols].contiguous()
+        x_rows = x0.index_select(0, rows)
+        acc = [out[:, m, cols] for m in range(n_filt)]
+        for m in range(n_filt):
+            acc[m].copy_(x_rows).mul_(coeffs[m, 0])
+        if moments is not None:
+            mu0 = _dot(x0, x0)
+            moments[0] += mu0
+        if order >= 1:
+            first, second = workspace.get("t_a", x0.shape, x0), workspace.get("t_b", x0.shape, x0)
+            picked = workspace.get("t_rows", x_rows.shape, x0)
+            prev, cur = x0, torch.addmm(first, adj, x0, beta=0.0, alpha=-1.0, out=first)  # T_1 x = -Â x
+            if moments is not None and len(moments) > 1:
+                mu1 = _dot(x0, cur)
+                moments[1] += mu1
+            for k in range(1, order + 1):
+                if k == 2:  # T_2 x = 2 L̃ T_1 x - x into the second buffer (x itself is never overwritten)
+                    prev, cur = cur, torch.addmm(x0, adj, cur, beta=-1.0, alpha=-2.0, out=second)
+                elif k > 2:
+                    prev, cur = cur, _recur(adj, cur, prev)
+                if moments is not None and 2 * k - 1 < len(moments):
+                    _moment_update(moments, k, cur, prev, mu0, mu1)
+                torch.index_select(cur, 0, rows, out=picked)
+                for m in range(n_filt):
+                    if coeffs[m, k] != 0.0:
+                        acc[m].add_(picked, alpha=coeffs[m, k])
+        last = out[:, n_filt, cols]
+        last.copy_(x_rows)
+        for m in range(n_filt):
+            last.sub_(acc[m])
+    return out
+
+
+def _apply_bank_rows_adjoint(adj, grad, coeffs, rows, num_nodes, col_chunk, workspace):
+    """Gradient w.r.t. x of :func:`_apply_bank_rows` for ``grad`` [R, M, D]: the adjoint of "filter, then take
+    rows" is "scatter the row gradients, then filter": Σ_k T_k(L̃) y_k + g_last with y_k = Σ_m c_mk (g_m - g_last)
+    non-zero only on ``rows``, by the Clenshaw recurrence b_k = y_k + 2 L̃ b_{k+1} - b_{k+2} in reused buffers."""
+    n_filt, order = coeffs.shape[0], coeffs.shape[1] - 1
+    totals = coeffs.sum(0)
+    width = grad.shape[-1]
+    result = torch.empty((num_nodes, width), dtype=grad.dtype, device=grad.device)
+
+    for cols in _column_chunks(width, col_chunk):
+        g = [grad[:, m, cols] for m in range(n_filt)]
+        g_last = grad[:, n_filt, cols]
+        y = workspace.get("y_rows", g_last.shape, g_last)
+
+        def y_at(k):  # y_k on the rows
+            y.copy_(g_last).mul_(-totals[k])
+            for m in range(n_filt):
+                if coeffs[m, k] != 0.0:
+                    y.add_(g[m], alpha=coeffs[m, k])
+            return y
+
+        shape = (num_nodes, cols.stop - cols.start)
+        if order >= 1:
+            b1, b2 = workspace.get("b_a", shape, grad), workspace.get("b_b", shape, grad)
+            b1.zero_().index_add_(0, rows, y_at(order))  # b_K = y_K
+            b2.zero_()  # b_{K+1}
+            for k in range(order - 1, 0, -1):
+                b2 = _recur(adj, b1, b2)
+                b2.index_add_(0, rows, y_at(k))
+                b1, b2 = b2, b1
+            part = torch.sparse.addmm(b2, adj, b1, beta=-1.0, alpha=-1.0)  # L̃ b_1 - b_2
+        else:
+            part = torch.zeros(shape, dtype=grad.dtype, device=grad.device)
+        part.index_add_(0, rows, y_at(0).add_(g_last))  # + y_0 + g_last
+        if cols.start == 0 and cols.stop == width:
+            result = part
+        else:
+            result[:, cols] = part
+    return result
+
+
+class _ChebyshevBankRows(torch.autograd.Function):
+    """Rows ``rows`` of the bands of :class:`_ChebyshevBank`, as [R, M, D]; linear in x, row-sparse gradient."""
+
+    @staticmethod
+    def forward(ctx, x, adj, coeffs, rows, col_chunk, moments, workspace):
+        ctx.adj, ctx.coeffs, ctx.rows, ctx.col_chunk, ctx.workspace = adj, coeffs, rows, col_chunk, workspace
+        ctx.num_nodes = x.shape[0]
+        out = torch.empty((len(rows), coeffs.shape[0] + 1, x.shape[1]), dtype=x.dtype, device=x.device)
+        return _apply_bank_rows(adj, x.detach(), coeffs, rows, out, col_chunk, workspace, moments)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 7
+        grad_x = _apply_bank_rows_adjoint(ctx.adj, grad, ctx.coeffs, ctx.rows, ctx.num_nodes, ctx.col_chunk,
+                                          ctx.workspace)
+        return (grad_x,) + (None,) * 6
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------------------------
@@ -382,6 +498,17 @@ def band_energy_shares(bands, x=None, kind="projection"):
             raise ValueError(f"unknown kind '{kind}': use 'projection' or 'norm'")
         shares = torch.tensor(shares, dtype=torch.float64)
         return shares / total if total > 0 else torch.zeros_like(shares)
+
+
+def _shares_from_moments(coefficients, moments):
+    """Projection energy shares from the signal's own moments: ⟨X, h_m(L) X⟩ = Σ_k c_mk μ_k (m < M-1), the last
+    band the rest (same numbers as :func:`band_energy_shares` on the full bands, without forming them)."""
+    mu = np.asarray(moments, dtype=np.float64)
+    if not mu[0] > 0:
+        return torch.zeros(coefficients.shape[0] + 1, dtype=torch.float64)
+    order = min(coefficients.shape[1], len(mu))
+    shares = coefficients[:, :order] @ mu[:order] / mu[0]
+    return torch.as_tensor(np.append(shares, 1.0 - shares.sum()), dtype=torch.float64)
 
 
 def _eigh(matrix, single_thread_below=2048):
@@ -420,7 +547,7 @@ def _to_sparse(adj):
 
 
 class SpectralBandDecomposer(nn.Module):
-    """Decompose graph signals X [N, D] into M frequency bands [M, N, D] that sum to X (SSR.md stage (i)).
+    """Decompose graph signals X [N, D] into M frequency bands [M, N, D] that sum to X (docs/ssr.md, "Stage (i)").
 
     Args:
         adj: Â = D^-1/2 A D^-1/2 of the (training) user-item graph, torch sparse COO/CSR (or scipy.sparse),
@@ -488,6 +615,7 @@ class SpectralBandDecomposer(nn.Module):
         self.eigen_dtype = eigen_dtype
         self._adj_cache = {}
         self._eig_cache = {}
+        self._workspace = Workspace()
         self.calls = 0
         self._stale = True
         self.band_edges = None
@@ -555,6 +683,20 @@ class SpectralBandDecomposer(nn.Module):
         self.calls += 1
         return bands
 
+    def bands_at(self, x, rows):
+        """Bands of ``x`` at the node indices ``rows`` as [R, M, D]: equal to ``forward(x)[:, rows].transpose(0, 1)``
+        (same edges, same state updates), but the ``chebyshev``/``reference`` paths never form the [M, N, D] bands:
+        they accumulate only these rows and back-propagate row-sparse gradients (the training step). ``rows`` should
+        be distinct (e.g. ``torch.unique`` of a batch's nodes). Energy shares come from the pass's own moments when
+        edge tracking measured them (:meth:`forward` docs), else they are left as None for this call."""
+        if x.dim() != 2 or x.shape[0] != self.num_nodes:
+            raise ValueError(f"x must be [N={self.num_nodes}, D], got {tuple(x.shape)}")
+        if self.num_bands == 1 or self.method == "eigen":
+            return self.forward(x)[:, rows].transpose(0, 1)
+        bands = self._forward_chebyshev(x, None, rows=rows)
+        self.calls += 1
+        return bands
+
     def _forward_eigen(self, x, edge_signal):
         start = time.perf_counter()
         evals, evecs = self.eigenbasis(x.device, x.dtype)
@@ -591,7 +733,7 @@ class SpectralBandDecomposer(nn.Module):
         self.timings = {"eigh_s": mid - start, "bands_s": time.perf_counter() - mid}
         return bands
 
-    def _forward_chebyshev(self, x, edge_signal):
+    def _forward_chebyshev(self, x, edge_signal, rows=None):
         adj = self.adjacency(x.device, x.dtype)
         start = time.perf_counter()
         free = None
@@ -606,10 +748,17 @@ class SpectralBandDecomposer(nn.Module):
             if self.track_edges and edge_signal is None and not self._due(self.calls + 1):
                 free = np.zeros(self.cheb_order + 1)  # filled by the filter pass, used by the next call
         mid = time.perf_counter()
-        bands = _ChebyshevBank.apply(x, adj, np.asarray(self.coefficients, dtype=np.float64), self.col_chunk, free)
+        coefficients = np.asarray(self.coefficients, dtype=np.float64)
+        if rows is None:
+            bands = _ChebyshevBank.apply(x, adj, coefficients, self.col_chunk, free)
+        else:
+            bands = _ChebyshevBankRows.apply(x, adj, coefficients, rows, self.col_chunk, free, self._workspace)
         self._free_moments = free
         end = time.perf_counter()
-        self.energy_shares = band_energy_shares(bands, x)
+        if rows is None:
+            self.energy_shares = band_energy_shares(bands, x)
+        else:
+            self.energy_shares = _shares_from_moments(coefficients, free) if free is not None else None
         self.timings = {"edges_s": mid - start, "filter_s": end - mid, "shares_s": time.perf_counter() - end}
         return bands
 

@@ -1,10 +1,11 @@
 """SSR: Structured Spectral Reasoning for frequency-adaptive multimodal recommendation (Yang et al., NeurIPS 2025).
 
-Pipeline (SSR.md, our notation):
+Pipeline (docs/ssr.md, our notation):
 
 * Backbone - per branch m ∈ {id} ∪ content modalities: H⁰_m = row-L2-normalise([P_m ; X_m]) with X_id an item
   table and X_m = MLP(F_m) for content; Z_m = Σ_{l=0..L} Â^l H⁰_m. Node representation R: items [Z_id|Z_1|...],
-  users [w_u1 Z_id | w_u2 Z_1 | ...] with per-user softmax weights w_u. Side signal Q: items S_mm^n R_item
+  users [w_u1 Z_id | w_u2 Z_1 | ...] with per-user branch weights w_u (a free parameter initialised as a softmax,
+  used linearly, as in the reference). Side signal Q: items S_mm^n R_item
   (S_mm = Σ_m α_m S_m, the frozen kNN item graphs; α: ``mm_modality_weights``, else the reference's
   0.1 image / 0.9 text when the dataset has exactly those, else uniform), users [P_id | P_1 | ...]. Signal X = R + Q.
 * (i) X is split into M graph-frequency bands that sum to X (:mod:`recbole_ssr.model.spectral`, ``band_method``).
@@ -14,10 +15,15 @@ Pipeline (SSR.md, our notation):
   ``aggr`` (score ⟨h_u, h_i⟩), ``spec`` (per-band embeddings) or ``mix`` (both).
 * (iv) band-wise cross-modal InfoNCE over every pair of content modalities.
 
-Loss: BCE on one positive and one sampled negative + reg_weight·Ω (both passes) + mask_weight·L_mask
-+ cl_weight·L_cl. Ablation switches: ``use_operator``, ``use_gate``, ``mask_rate``/``mask_weight`` = 0,
+Loss: BCE with one mean over the 2B logits of the batch (B positives labelled 1, B sampled negatives labelled 0)
++ reg_weight·Ω (Ω counted once per side, users' and items' modules, in each pass: clean, and masked when masking
+is on) + mask_weight·L_mask + cl_weight·L_cl, as in the authors' reference. Ablation switches: ``use_operator``, ``use_gate``, ``mask_rate``/``mask_weight`` = 0,
 ``cl_weight`` = 0, ``use_modalities`` (any subset, [] = ID only), ``band_num``, ``band_method``, ``out_mode``.
-The whole-graph forward runs once per training batch (gradients need it) and once per evaluation (cached).
+The training step (:meth:`SSR.calculate_loss`) needs the whole-graph signal X (gradients need it) but only the
+batch's rows of the bands: the band filter returns just those rows and back-propagates row-sparse gradients
+(:meth:`SpectralBandDecomposer.bands_at`), and stage (iii) runs once per distinct user/item of the batch, with the
+node-only terms (s(x), the gate's x-part) shared between the clean and the masked pass. A band mask is drawn per
+distinct node. Evaluation runs one whole-graph forward and caches it.
 """
 
 import torch
@@ -26,19 +32,12 @@ from torch import nn
 
 from recbole_ssr.errors import ConfigError
 from recbole_ssr.model.abstract import MultimodalRecommender
+from recbole_ssr.model.graph import csr_transpose, sparse_product
 from recbole_ssr.model.spectral import SpectralBandDecomposer
-from recbole_ssr.model.ssr_layers import (BandGate, BandOperator, band_contrastive_loss, gate_and_rescale,
-                                          mask_bands)
+from recbole_ssr.model.ssr_layers import (BandGate, BandOperator, band_contrastive_loss, draw_band_keep,
+                                          gate_and_rescale, mask_bands)
 
 OUT_MODES = ("aggr", "spec", "mix")
-
-
-def first_occurrences(ids):
-    """Positions of the first occurrence of every distinct value of ``ids`` (1-D), in order of the values."""
-    distinct, inverse = torch.unique(ids, return_inverse=True)
-    positions = torch.arange(len(ids), device=ids.device)
-    first = torch.full((len(distinct),), len(ids), dtype=positions.dtype, device=ids.device)
-    return first.scatter_reduce(0, inverse, positions, reduce="amin")
 
 
 class SSR(MultimodalRecommender):
@@ -74,11 +73,15 @@ class SSR(MultimodalRecommender):
         self.content_encoders = nn.ModuleDict({
             m: nn.Sequential(nn.Linear(self.raw_features[m].shape[1], hidden), nn.LeakyReLU(), nn.Linear(hidden, self.dim))
             for m in self.modality_names})
-        self.user_branch_logits = nn.Parameter(torch.zeros(self.n_users, len(self.branches)))
+        # w_u: initialised as softmax(xavier-normal) over the branches (≈ uniform), then a free parameter that is
+        # used linearly (not re-normalised at each forward), as in the reference.
+        self.user_branch_weights = nn.Parameter(torch.softmax(
+            nn.init.xavier_normal_(torch.empty(self.n_users, len(self.branches), 1)), dim=1).squeeze(-1))
 
         adjacency = self.norm_adj_matrix()
         self.register_buffer("adjacency", adjacency.to_sparse_csr(), persistent=False)
         self.item_graph = self.multimodal_item_graph(config) if self.modality_names else None
+        self.item_graph_t = csr_transpose(self.item_graph) if self.item_graph is not None else None  # kNN: directed
 
         # (i) bands; (iii) operators and gates for users and items.
         self.decomposer = SpectralBandDecomposer(
@@ -105,10 +108,10 @@ class SSR(MultimodalRecommender):
         return graph.coalesce().to_sparse_csr()
 
     def propagate(self, signal):
-        """Σ_{l=0..L} Â^l H (LightGCN sum, SSR.md backbone step 1)."""
+        """Σ_{l=0..L} Â^l H (LightGCN sum, docs/ssr.md "Backbone")."""
         total, layer = signal, signal
         for _ in range(self.num_layers):
-            layer = torch.sparse.mm(self.adjacency, layer)
+            layer = sparse_product(self.adjacency, layer)  # Â is symmetric
             total = total + layer
         return total
 
@@ -121,27 +124,38 @@ class SSR(MultimodalRecommender):
                         for u, i in zip(user_inputs, item_inputs)], dim=1)
         z = self.propagate(h0)
         z_users, z_items = z[: self.n_users], z[self.n_users:]
-        branch_weights = torch.softmax(self.user_branch_logits, dim=1).repeat_interleave(self.dim, dim=1)
+        branch_weights = self.user_branch_weights.repeat_interleave(self.dim, dim=1)
         r_users = z_users * branch_weights
         q_users = torch.cat(user_inputs, dim=1)
         q_items = z_items
         if self.item_graph is not None:
             for _ in range(self.n_mm_layers):
-                q_items = torch.sparse.mm(self.item_graph, q_items)
+                q_items = sparse_product(self.item_graph, q_items, self.item_graph_t)
         else:
             q_items = torch.zeros_like(z_items)
         r = torch.cat([r_users, z_items], dim=0)
         return r + torch.cat([q_users, q_items], dim=0), r
 
     # -- stages (ii)-(iv) ------------------------------------------------------------------------------------------
-    def reason(self, bands, node, side):
-        """(iii): bands [B, M, D] of one side -> (h, h_spec, Ω, gate weights w [B, M])."""
+    def node_terms(self, node, side):
+        """The stage-(iii) terms that depend on the node only (s(x), the gate's x-part), for reuse across passes."""
+        terms = {}
+        if self.use_operator:
+            terms["scale"] = self.operators[side].node_scale(node)
+        if self.use_gate:
+            terms["gate"] = self.gates[side].node_logits(node)
+        return terms
+
+    def reason(self, bands, node, side, terms=None):
+        """(iii): bands [B, M, D] of one side -> (h, h_spec, Ω, gate weights w [B, M]); ``terms`` from
+        :meth:`node_terms` of ``node`` if already computed."""
+        terms = {} if terms is None else terms
         regularizer = bands.new_zeros(())
         if self.use_operator:
-            bands = self.operators[side](bands, node)
+            bands = self.operators[side](bands, node, node_scale=terms.get("scale"))
             regularizer = self.operators[side].regularizer()
         if self.use_gate:
-            h, h_spec, weights = self.gates[side](bands, node)
+            h, h_spec, weights = self.gates[side](bands, node, node_logits=terms.get("gate"))
         else:
             weights = torch.ones(bands.shape[:2], device=bands.device)
             h, h_spec = gate_and_rescale(bands, weights)
@@ -159,36 +173,55 @@ class SSR(MultimodalRecommender):
         users = interaction[self.USER_ID]
         return users, interaction[self.ITEM_ID] + self.n_users, interaction[self.NEG_ITEM_ID] + self.n_users
 
+    @property
+    def masking(self):
+        return self.mask_rate > 0 and self.mask_weight > 0
+
     def calculate_loss(self, interaction):
         signal, node = self.graph_signal()
-        bands = self.decomposer(signal)  # [M, N, D]
         users, pos, neg = self.node_rows(interaction)
         batch = len(users)
-        # one gather for all batch rows (one dense gradient instead of three); items: positives then negatives
-        rows = torch.cat([users, pos, neg])
-        picked, picked_node = bands[:, rows].transpose(0, 1), node[rows]
-        full, omega = self.reason_batch(picked, picked_node, batch)
-        pos_scores, neg_scores = self.score(full[0], full[1]), self.score(full[0], full[2])
-        loss = F.binary_cross_entropy_with_logits(pos_scores, torch.ones_like(pos_scores)) + \
-            F.binary_cross_entropy_with_logits(neg_scores, torch.zeros_like(neg_scores))
-        loss = loss + self.reg_weight * omega
+        # the batch's distinct nodes, sorted: users (< n_users) first, then items; `inverse` maps batch rows to them
+        rows, inverse = torch.unique(torch.cat([users, pos, neg]), return_inverse=True)
+        num_users = int(torch.searchsorted(rows, self.n_users))
+        bands = self.decomposer.bands_at(signal, rows)  # (i) at these rows only: [R, M, D]
+        keep = draw_band_keep(len(rows), self.num_bands, self.mask_rate, rows.device) if self.masking else None
+        clean, masked, omega = self.reason_rows(bands, node[rows], num_users, keep)
+        batch_rows = inverse.split(batch)  # users, positives, negatives
 
-        if self.mask_rate > 0 and self.mask_weight > 0:
-            masked_bands = mask_bands(picked, self.mask_rate, self.mask_fill)[0]
-            masked, masked_omega = self.reason_batch(masked_bands, picked_node, batch)
-            loss = loss + self.reg_weight * masked_omega
-            loss = loss + self.mask_weight * self.mask_consistency_loss(full, masked)
+        full = [(clean[0][index], clean[1][index]) for index in batch_rows]
+        pos_scores, neg_scores = self.score(full[0], full[1]), self.score(full[0], full[2])
+        logits = torch.cat([pos_scores, neg_scores])
+        labels = torch.cat([torch.ones_like(pos_scores), torch.zeros_like(neg_scores)])
+        loss = F.binary_cross_entropy_with_logits(logits, labels) + self.reg_weight * omega
+        if masked is not None:
+            masked_rows = [(masked[0][index], masked[1][index]) for index in batch_rows]
+            loss = loss + self.mask_weight * self.mask_consistency_loss(full, masked_rows)
         if self.cl_weight > 0 and len(self.chunk_slices) >= 2:
-            loss = loss + self.cl_weight * self.contrastive_loss(picked[:batch], users, picked[batch:2 * batch], pos)
+            user_rows = torch.arange(num_users, device=rows.device)
+            loss = loss + self.cl_weight * self.contrastive_loss(bands, [user_rows, torch.unique(batch_rows[1])])
         return loss
 
-    def reason_batch(self, bands, node, batch):
-        """(iii) for the batch rows ``[users; positives; negatives]`` -> ([(h, h_spec)] of users, positives,
-        negatives; Ω counted once per scored node set, as three separate operator calls would)."""
-        hu, su, reg_u, _ = self.reason(bands[:batch], node[:batch], "user")
-        hi, si, reg_i, _ = self.reason(bands[batch:], node[batch:], "item")
-        outputs = [(hu, su), (hi[:batch], si[:batch]), (hi[batch:], si[batch:])]
-        return outputs, reg_u + 2 * reg_i
+    def reason_rows(self, bands, node, num_users, keep=None):
+        """(iii) once per distinct node: ``bands`` [R, M, D] / ``node`` [R, D] of users (the first ``num_users``
+        rows) then items. Returns ((h, h_spec) of the clean pass, the same of the masked pass with band mask
+        ``keep`` [R, M] (None without masking), Ω = Σ over passes of (Ω_user + Ω_item))."""
+        clean, masked, omega = [], [], bands.new_zeros(())
+        for side, span in (("user", slice(0, num_users)), ("item", slice(num_users, None))):
+            side_bands, side_node = bands[span], node[span]
+            terms = self.node_terms(side_node, side)
+            h, h_spec, regularizer, _ = self.reason(side_bands, side_node, side, terms)
+            clean.append((h, h_spec))
+            omega = omega + regularizer
+            if keep is not None:
+                dropped = mask_bands(side_bands, self.mask_rate, self.mask_fill, keep=keep[span])[0]
+                h, h_spec, regularizer, _ = self.reason(dropped, side_node, side, terms)
+                masked.append((h, h_spec))
+                omega = omega + regularizer
+
+        def joined(parts):
+            return tuple(torch.cat(pair, dim=0) for pair in zip(*parts))
+        return joined(clean), (joined(masked) if keep is not None else None), omega
 
     def mask_consistency_loss(self, full, masked):
         """(ii): MSE between the masked and the (stop-gradient) full pass: representations h of the batch's
@@ -201,17 +234,15 @@ class SSR(MultimodalRecommender):
                        for u, i in pairs) / len(pairs)
         raise ConfigError(f"mask_consistency '{self.mask_consistency}' is unknown: use representation or prediction.")
 
-    def contrastive_loss(self, user_bands, users, item_bands, items):
-        """(iv) on the pre-operator bands of the batch's distinct users and positive items (users weight 1.0).
-
-        ``user_bands`` / ``item_bands`` are the batch rows ``[B, M, D]`` of ``users`` / ``items``; each distinct
-        node is used once (at most ``cl_max_nodes`` of them, drawn at random)."""
-        total = user_bands.new_zeros(())
-        for rows, ids in ((user_bands, users), (item_bands, items)):
-            keep = first_occurrences(ids)
-            if self.cl_max_nodes and len(keep) > self.cl_max_nodes:
-                keep = keep[torch.randperm(len(keep), device=keep.device)[: self.cl_max_nodes]]
-            total = total + band_contrastive_loss(rows[keep], self.chunk_slices, self.temperature)
+    def contrastive_loss(self, bands, node_sets):
+        """(iv) on the pre-operator bands ``bands`` [R, M, D] of the batch's distinct nodes; ``node_sets`` are row
+        indices into them (the distinct users, the distinct positive items; users weight 1.0), each capped at
+        ``cl_max_nodes`` rows drawn at random."""
+        total = bands.new_zeros(())
+        for index in node_sets:
+            if self.cl_max_nodes and len(index) > self.cl_max_nodes:
+                index = index[torch.randperm(len(index), device=index.device)[: self.cl_max_nodes]]
+            total = total + band_contrastive_loss(bands[index], self.chunk_slices, self.temperature)
         return total
 
     # -- evaluation --------------------------------------------------------------------------------------------------
@@ -234,7 +265,23 @@ class SSR(MultimodalRecommender):
             outputs.append({"aggr": h, "spec": h_spec, "mix": torch.cat([h, h_spec], dim=1)}[self.out_mode])
         return tuple(outputs)
 
-    # -- diagnostics (recbole_ssr.analysis) ----------------------------------------------------------------------------
+    # -- diagnostics (recbole_ssr.analysis) ------------------------------------------------------------------------
+    @torch.no_grad()
+    def mixing_matrices(self):
+        """{side: (S [M, M] as nested lists, distance from uniform)} of the G-HSNO operators; the distance is
+        max |S - 1/M| (0 = every band gets the mean of all bands, i.e. the operator mixes nothing)."""
+        if not self.use_operator:
+            return {}
+        summary = {}
+        for side, operator in self.operators.items():
+            mixing = operator.mixing().detach().cpu()
+            summary[side] = {"S": mixing.tolist(), "max_abs_from_uniform": float((mixing - 1 / self.num_bands).abs().max())}
+        return summary
+
+    def results_summary(self):
+        """Written into the results file after training (best-valid weights): the band-mixing matrices S."""
+        return {"mixing": self.mixing_matrices()}
+
     def remove_band_at_inference(self, band=None):
         """Score with band ``band`` zeroed before stage (iii) (``None`` restores the full model)."""
         if band is not None and not 0 <= int(band) < self.num_bands:
