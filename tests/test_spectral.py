@@ -322,6 +322,18 @@ def test_bands_at_rows_equal_the_rows_of_the_full_bands(method, chunk, order):
     assert torch.autograd.gradcheck(lambda v: dec.bands_at(v, rows), (x,), eps=1e-6, atol=1e-6)
 
 
+def test_workspace_memory_is_bounded_by_the_largest_request():
+    """Row counts change every training step: the scratch buffers grow to the largest count and are reused."""
+    from recbole_ssr.model.spectral import Workspace
+
+    workspace, like = Workspace(), torch.zeros(1)
+    views = [workspace.get("rows", (n, 4), like) for n in (5, 3, 7, 2, 7, 6)]
+    assert [tuple(v.shape) for v in views] == [(5, 4), (3, 4), (7, 4), (2, 4), (7, 4), (6, 4)]
+    assert all(v.is_contiguous() for v in views)
+    assert len(workspace._buffers) == 1 and workspace._buffers[("rows", (4,), like.dtype, like.device)].shape[0] == 7
+    assert views[3].data_ptr() == views[2].data_ptr()  # smaller requests reuse the grown buffer
+
+
 def test_column_chunks_give_identical_results():
     adj = bipartite_adj(50, 40, 5, seed=13)
     x = torch.randn(90, 7, dtype=torch.float64, requires_grad=True)

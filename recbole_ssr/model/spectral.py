@@ -357,17 +357,21 @@ class _ChebyshevBank(torch.autograd.Function):
 
 
 class Workspace:
-    """Reusable scratch buffers, one per (name, shape, dtype, device): the training-step recursions write into the
-    same memory every step instead of allocating (and page-faulting) several N x D tensors per step."""
+    """Reusable scratch buffers: the training-step recursions write into the same memory every step instead of
+    allocating (and page-faulting) several N x D tensors per step. One buffer per (name, trailing dims, dtype,
+    device), grown when a longer first dimension is asked for (batch row counts vary from step to step) and
+    returned as a contiguous view of the requested length, so memory stays bounded by the largest request."""
 
     def __init__(self):
         self._buffers = {}
 
     def get(self, name, shape, like):
-        key = (name, tuple(shape), like.dtype, like.device)
-        if key not in self._buffers:
-            self._buffers[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
-        return self._buffers[key]
+        key = (name, tuple(shape[1:]), like.dtype, like.device)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.shape[0] < shape[0]:
+            buffer = torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
+            self._buffers[key] = buffer
+        return buffer[: shape[0]]
 
 
 def _apply_bank_rows(adj, x, coeffs, rows, out, col_chunk, workspace, moments=None):
