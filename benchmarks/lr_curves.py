@@ -61,10 +61,10 @@ def table(runs, keys, metric):
             cells += [f"{d['last']:.4f} ({d['last_epochs']})", f"{d['drop']:.4f}", "yes" if d["stopped_early"] else "no"]
             lines.append("| " + " | ".join(cells) + " |")
         bests = [d["best"] for d in described]
-        summary.append((name, statistics.mean(bests), statistics.pstdev(bests) if len(bests) > 1 else 0.0,
+        summary.append((name, statistics.mean(bests), statistics.stdev(bests) if len(bests) > 1 else 0.0,
                         statistics.mean(d["best_epochs"] for d in described),
                         max(d["drop"] for d in described), len(described)))
-    lines += ["", "| candidate | seeds | mean best valid | ± | mean best epoch | worst peak − last |",
+    lines += ["", "| candidate | seeds | mean best valid | ± (sample std) | mean best epoch | worst peak − last |",
               "|---|---|---|---|---|---|"]
     for name, mean, std, epoch, drop, count in sorted(summary, key=lambda s: -s[1]):
         lines.append(f"| {name} | {count} | {mean:.4f} | {std:.4f} | {epoch:.0f} | {drop:.4f} |")
