@@ -20,8 +20,9 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 install: $(STAMP)
 
 ## Train and evaluate the default model on the embedded default dataset (ml-100k + text/genre features).
+## Without ARGS the demo runs 10 epochs (SSR's own schedule is 50); ARGS replaces that, e.g. ARGS="--epochs=50".
 run: install
-	$(PY) run_recbole_ssr.py $(ARGS)
+	$(PY) run_recbole_ssr.py $(if $(ARGS),$(ARGS),--epochs=10)
 
 ## Run the test suite.
 test: install
