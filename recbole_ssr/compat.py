@@ -1,7 +1,7 @@
 """RecBole 1.2.1 on today's stack: every fix in one place, applied once by ``import recbole_ssr``.
 
 RecBole 1.2.1 (Feb 2025) is the last release. On Python 3.11 + torch 2.13 + numpy 2 + scipy >= 1.13 it breaks in
-the places below (see the project's RECBOLE notes). ``apply()`` is idempotent and is called when the package is
+the places below (each fix says what breaks and why). ``apply()`` is idempotent and is called when the package is
 imported, so every process that imports ``recbole_ssr`` - the CLI, tests, and each Ray worker (trainables import
 the package first) - gets the same fixes. Nothing here sets a process-wide environment variable.
 

@@ -18,31 +18,14 @@ RecBole's own parsing of ``sys.argv`` is switched off: the runner owns the comma
 """
 
 import os
-import sys
 
 from recbole.config import Config as RecBoleConfig
 
 from recbole_ssr import compat
 from recbole_ssr.errors import ConfigError, yaml_error_text
+from recbole_ssr.paths import properties_dir  # noqa: F401 (re-exported)
 
 EVAL_PROTOCOLS = ("mmrec", "recbole")
-
-
-def properties_dir():
-    """The ``properties/`` folder: ``$RECBOLE_SSR_PROPERTIES``, else the one beside the package (source checkout /
-    editable install), else ``<prefix>/share/recbole-ssr/properties``."""
-    candidates = [
-        os.environ.get("RECBOLE_SSR_PROPERTIES"),
-        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties"),
-        os.path.join(sys.prefix, "share", "recbole-ssr", "properties"),
-    ]
-    for path in candidates:
-        if path and os.path.isdir(path):
-            return path
-    raise ConfigError(
-        "cannot find the recbole-ssr 'properties/' folder (searched: "
-        + ", ".join(p for p in candidates if p) + "). Set RECBOLE_SSR_PROPERTIES to its path."
-    )
 
 
 class Config(RecBoleConfig):

@@ -264,7 +264,7 @@ def parse_search_space(mapping, source="search space"):
 
 def default_settings():
     """``properties/search/defaults.yaml`` (the search settings used when a file or the command line gives none)."""
-    from recbole_ssr.config import properties_dir
+    from recbole_ssr.paths import properties_dir
 
     path = os.path.join(properties_dir(), "search", "defaults.yaml")
     loaded = read_yaml(path, "search defaults file") if os.path.isfile(path) else {}

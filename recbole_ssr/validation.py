@@ -71,7 +71,7 @@ def _yaml_keys(path):
 
 def known_keys():
     """Every configuration key RecBole or the plugin reads (see the module docstring)."""
-    from recbole_ssr.config import properties_dir
+    from recbole_ssr.paths import properties_dir
 
     return _known_keys(properties_dir())
 

@@ -23,7 +23,7 @@ def load_defaults():
     """``properties/analysis/defaults.yaml`` as a dict."""
     import yaml
 
-    from recbole_ssr.config import properties_dir
+    from recbole_ssr.paths import properties_dir
 
     path = os.path.join(properties_dir(), DEFAULTS_FILE)
     if not os.path.isfile(path):
