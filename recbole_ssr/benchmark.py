@@ -17,38 +17,15 @@ import argparse
 import csv
 import json
 import math
-import multiprocessing
 import os
 import sys
 import time
-import traceback
-from concurrent.futures import ProcessPoolExecutor
 
 from recbole_ssr.errors import RecboleSSRError
 from recbole_ssr.quick_start import write_json
 from recbole_ssr.safe_io import atomic_write
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
-
-
-def _run_one(model, dataset, config_files, config_dict):
-    """Runs in a child process; returns the outcome or the error (never raises)."""
-    try:
-        from recbole_ssr.quick_start import run
-
-        outcome = run(model, dataset, config_files, config_dict)
-        return {"status": "ok", **outcome}
-    except Exception as exc:  # reported in the table; the other runs go on
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-
-
-def run_isolated(model, dataset, config_files, config_dict):
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        try:
-            return pool.submit(_run_one, model, dataset, config_files, config_dict).result()
-        except Exception as exc:  # the child died (e.g. killed for memory)
-            return {"status": "failed", "error": f"worker process died: {type(exc).__name__}: {exc}"}
 
 
 def mean_std(values):
@@ -96,8 +73,11 @@ def markdown_table(rows, seeds):
     return "\n".join(lines)
 
 
-def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, results_path=None):
+def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, results_path=None, ray_runs=None):
+    """Every model with every seed, one table. ``ray_runs`` (``{"cpus_per_run": c, "gpus_per_run": g}``): the runs
+    are Ray tasks of the current Ray session (``--address``) instead of local processes."""
     from recbole_ssr.config import Config
+    from recbole_ssr.runner import RunSpec, run_many
     from recbole_ssr.safe_io import check_writable_file
     from recbole_ssr.validation import check_output_locations
 
@@ -111,19 +91,22 @@ def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, 
     progress_path = (results_path[:-5] if results_path.endswith(".json") else results_path) + ".runs.jsonl"
     os.makedirs(os.path.dirname(os.path.abspath(progress_path)), exist_ok=True)
     open(progress_path, "w").close()
-    runs = []
+    specs = []
     for model in models:
         for offset in range(seeds):
-            seed = base_seed + offset
-            started = time.time()
-            print(f"[side-by-side] {model} seed {seed} ...", flush=True)
-            outcome = run_isolated(model, dataset, config_files, dict(overrides, seed=seed))
-            outcome.update(model=model, seed=seed, wall_seconds=round(time.time() - started, 1))
-            status = outcome["status"] if outcome["status"] == "ok" else f"FAILED ({outcome['error']})"
-            print(f"[side-by-side] {model} seed {seed}: {status}", flush=True)
-            runs.append(outcome)
-            with open(progress_path, "a", encoding="utf-8") as handle:  # kept if the batch is interrupted
-                handle.write(json.dumps(outcome, default=str) + "\n")
+            config_dict = dict(overrides, seed=base_seed + offset)
+            files = list(config_files or [])
+            if ray_runs is not None:  # a task on another node cannot read the driver's files: ship their content
+                from recbole_ssr.search_space import inline_config_files
+
+                config_dict, files = dict(inline_config_files(files), **config_dict), []
+            specs.append(RunSpec(model, dataset, base_seed + offset, config_dict, files))
+
+    def keep(outcome):  # kept if the batch is interrupted
+        with open(progress_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(outcome, default=str) + "\n")
+
+    runs = run_many(specs, on_result=keep, use_ray=ray_runs is not None, **(ray_runs or {}))
     seed_list = [base_seed + i for i in range(seeds)]
     print(f"\n{dataset}, {seeds} seed(s) from {base_seed}: test metrics at the best-valid epoch, mean ± std\n")
     rows = write_outputs(dataset, models, seed_list, runs, results_path)

@@ -63,10 +63,23 @@ def build_parser():
     parser.add_argument("--results", default=None, help="write the results as JSON to this path")
     parser.add_argument("--seeds", type=int, default=1,
                         help="run every model with this many seeds (seed, seed+1, ...) and aggregate mean ± std")
-    parser.add_argument("--tune", default=None, help="search-space yaml: run a Ray Tune hyper-parameter search")
-    parser.add_argument("--num_samples", type=int, default=None, help="trials of the search (--tune)")
+    parser.add_argument("--tune", default=None,
+                        help="search-space yaml: run a Ray Tune hyper-parameter search; 'auto': each model's "
+                             "properties/search/<Model>.yaml. With several models or --seeds > 1: the tuned "
+                             "benchmark (every model searched with the same budget, each winner run with --seeds)")
+    parser.add_argument("--num_samples", type=int, default=None,
+                        help="trials of the search (--tune; the tuned benchmark's budget per model, default 16)")
     parser.add_argument("--scheduler", default=None, choices=["asha", "fifo"], help="trial scheduler (--tune)")
-    parser.add_argument("--address", default=None, help="existing Ray cluster: 'auto' or ray://host:port (--tune)")
+    parser.add_argument("--search_alg", default=None, choices=["random", "optuna"],
+                        help="how trials are drawn (--tune): random, or optuna (Optuna's TPE, model-based)")
+    parser.add_argument("--address", default=None,
+                        help="existing Ray cluster: 'auto' or ray://host:port; searches, seeded runs and "
+                             "side-by-side runs then run on it")
+    parser.add_argument("--cpus_per_run", type=float, default=None,
+                        help="CPUs per run on Ray (side-by-side with --address, seeded runs of the tuned "
+                             "benchmark; default 1)")
+    parser.add_argument("--gpus_per_run", type=float, default=None,
+                        help="GPUs per run on Ray, fractions allowed (default 0 = CPU)")
     parser.add_argument("--num_cpus", type=int, default=None, help="CPUs of the local Ray started by --tune")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="FOLDER",
                         help="resume an interrupted search (--tune): the latest unfinished one of this model and "
@@ -133,11 +146,16 @@ def main(argv=None):
             args.dataset = args.dataset or found[0].get("dataset")
         models = [m for m in (args.model or default_model()).split(",") if m]
         dataset = args.dataset or DEFAULT_DATASET
-        if args.tune:
+        if args.tune and (args.tune == "auto" or len(models) > 1 or args.seeds > 1):
+            from recbole_ssr.tuned_benchmark import run_tuned_benchmark
+
+            if args.tune != "auto" and len(models) > 1:
+                raise ConfigError(f"--tune={args.tune} is one search space; with several models use --tune=auto "
+                                  "(each model's properties/search/<Model>.yaml).")
+            run_tuned_benchmark(models, dataset, args, overrides)
+        elif args.tune:
             from recbole_ssr.tuning import run_search
 
-            if len(models) != 1:
-                raise ConfigError("--tune searches one model at a time; pass a single --model.")
             run_search(models[0], dataset, args, overrides)
         elif args.analysis:
             from recbole_ssr.analysis import run_analysis
@@ -146,7 +164,15 @@ def main(argv=None):
         elif len(models) > 1 or args.seeds > 1:
             from recbole_ssr.benchmark import run_side_by_side
 
-            run_side_by_side(models, dataset, args.seeds, args.config_files, overrides, args.results)
+            if args.address:  # every (model, seed) run a Ray task on the cluster
+                from recbole_ssr.tuning import ray_session
+
+                ray_runs = {"cpus_per_run": args.cpus_per_run or 1, "gpus_per_run": args.gpus_per_run or 0}
+                with ray_session(args.address):
+                    run_side_by_side(models, dataset, args.seeds, args.config_files, overrides, args.results,
+                                     ray_runs=ray_runs)
+            else:
+                run_side_by_side(models, dataset, args.seeds, args.config_files, overrides, args.results)
         else:
             from recbole_ssr.quick_start import run
 

@@ -48,7 +48,14 @@ SETTINGS = {
     "gpus_per_trial": "GPUs reserved per trial, fractions allowed (number >= 0)",
     "output": "folder under which each search writes its own timestamped folder",
     "keep_checkpoints": "keep every trial's model checkpoint (false: only the best trial's)",
+    "search_alg": "how trials are drawn: random (grid axes enumerated, other axes sampled) or optuna (Optuna's TPE, "
+                  "model-based, through Ray Tune's OptunaSearch)",
+    "budget": "exact (num_samples is the whole number of trials, grid axes drawn like choice axes, distinct points of "
+              "a finite space: the equal budget of --tune=auto) or per_grid_point (Ray Tune's rule)",
+    "seed": "seed of the trial sampler (int)",
 }
+SEARCH_ALGS = ("random", "optuna")
+BUDGETS = ("per_grid_point", "exact")
 RESERVED_KEY = "search"
 
 
@@ -63,8 +70,9 @@ def read_yaml(path, what="search-space file"):
     import yaml
 
     if not os.path.isfile(path):
-        raise ConfigError(f"{what} '{path}' does not exist. The shipped ones are in properties/search/ "
-                          "(one per model, e.g. properties/search/VBPR.yaml).")
+        hint = (" The shipped ones are in properties/search/ (one per model, e.g. properties/search/VBPR.yaml)."
+                if what == "search-space file" else " Check the path.")
+        raise ConfigError(f"{what} '{path}' does not exist.{hint}")
     with open(path, "r", encoding="utf-8") as f:
         try:
             loaded = yaml.load(f.read(), Loader=yaml_loader())
@@ -163,6 +171,21 @@ class Param:
             return [int(k * q) for k in range(first, last + 1)]
         return [float(f"{k * q:.12g}") for k in range(first, last + 1)]
 
+    def finite_values(self):
+        """Every value this parameter can take when there are finitely many (choice, grid, randint, quniform of
+        at most 10,000 values), else None."""
+        if self.kind in ("choice", "grid"):
+            return list(self.args)
+        if self.kind == "randint":
+            return list(range(self.args[0], self.args[1] + 1))
+        if self.kind == "quniform":
+            return self.quantized_values()
+        return None
+
+    def as_choice(self):
+        """A grid axis as a choice axis over the same values (the exact-budget mode samples grid axes)."""
+        return Param(self.key, "choice", self.args, self.source) if self.kind == "grid" else self
+
     def describe(self):
         return f"{self.kind} {self.args!r}"
 
@@ -205,6 +228,49 @@ class SearchSpace:
         """Ray Tune ``param_space``: only the searched keys (fixed ones travel in the trials' base config)."""
         return {key: param.to_ray() for key, param in self.params.items()}
 
+    def without_grid(self):
+        """The same space with every grid axis turned into a choice axis over the same values."""
+        return SearchSpace({k: p.as_choice() for k, p in self.params.items()}, self.fixed, self.settings, self.source)
+
+    def finite_size(self):
+        """Number of distinct points when every axis is finite, else None."""
+        size = 1
+        for param in self.params.values():
+            values = param.finite_values()
+            if values is None:
+                return None
+            size *= len(values)
+        return size
+
+    def distinct_points(self, count, seed=0):
+        """``count`` distinct points drawn uniformly at random (seeded) from a finite space, in draw order; all
+        of them when the space has fewer. Raises ValueError for a space with a continuous axis."""
+        import random
+
+        axes = [(key, param.finite_values()) for key, param in self.params.items()]
+        if any(values is None for _, values in axes):
+            raise ValueError("distinct_points needs a finite space")
+        size = self.finite_size()
+        picks = random.Random(seed).sample(range(size), min(count, size))
+        points = []
+        for index in picks:  # mixed-radix decoding of a point's index, first axis fastest
+            point = {}
+            for key, values in axes:
+                index, digit = divmod(index, len(values))
+                point[key] = copy.deepcopy(values[digit])
+            points.append(point)
+        return points
+
+    def check_searcher(self, search_alg):
+        """A clear error for an axis the searcher cannot express (Optuna has no grid axis)."""
+        if search_alg == "optuna":
+            grids = [key for key, param in self.params.items() if param.kind == "grid"]
+            if grids:
+                raise ConfigError(
+                    f"{self.source}: search_alg optuna (TPE) draws every trial from a model of the results so far and "
+                    f"cannot enumerate a grid axis ({', '.join(grids)}). Write 'choice' instead of 'grid' for "
+                    "them, or use search_alg: random (budget: exact turns grid axes into choice axes by itself).")
+
     def describe(self):
         lines = [f"  {key}: {param.describe()}" for key, param in self.params.items()]
         lines += [f"  {key}: {value!r} (fixed)" for key, value in self.fixed.items()]
@@ -228,6 +294,9 @@ def _check_settings(settings, source):
         "gpus_per_trial": lambda v: _is_number(v) and v >= 0,
         "output": lambda v: isinstance(v, str) and v,
         "keep_checkpoints": lambda v: isinstance(v, bool),
+        "search_alg": lambda v: v in SEARCH_ALGS,
+        "budget": lambda v: v in BUDGETS,
+        "seed": _is_int,
     }
     for key, value in settings.items():
         if value is not None and not checks[key](value):
@@ -296,6 +365,15 @@ def apply_params(config_dict, params):
                                   "so it has no entry to set; search the whole key instead.")
             node = child
         node[parts[-1]] = value
+    return merged
+
+
+def inline_config_files(paths):
+    """The merged content of yaml config files (later files win), so that a run on another Ray node gets them as
+    a mapping instead of paths that exist only on the driver."""
+    merged = {}
+    for path in paths or []:
+        merged.update(read_yaml(path, what="config file"))
     return merged
 
 

@@ -42,7 +42,8 @@ compat.apply()
 
 from recbole_ssr.errors import ConfigError, RecboleSSRError  # noqa: E402
 from recbole_ssr.search_space import (  # noqa: E402
-    apply_params, default_settings, dotted_roots, load_search_space, parse_search_space, read_yaml)
+    apply_params, default_settings, dotted_roots, inline_config_files, load_search_space, parse_search_space,
+    read_yaml)
 
 MANIFEST = "search.json"
 RAY_DIR = "ray"
@@ -92,11 +93,12 @@ def _read_json(path):
 # Settings and the search folder
 # --------------------------------------------------------------------------------------------------------------
 
-def resolve_settings(space, args):
-    """defaults.yaml < the file's ``search:`` section < command-line flags."""
+def resolve_settings(space, args, forced=None):
+    """defaults.yaml < the file's ``search:`` section < command-line flags < ``forced`` (the tuned benchmark's
+    settings, the same for every model)."""
     settings = default_settings()
     settings.update({k: v for k, v in space.settings.items() if v is not None})
-    for key in ("num_samples", "scheduler", "cpus_per_trial", "gpus_per_trial", "output"):
+    for key in ("num_samples", "scheduler", "cpus_per_trial", "gpus_per_trial", "output", "search_alg"):
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
@@ -108,6 +110,10 @@ def resolve_settings(space, args):
     settings.setdefault("gpus_per_trial", 0)
     settings.setdefault("output", "tune_results")
     settings.setdefault("keep_checkpoints", False)
+    settings.setdefault("search_alg", "random")
+    settings.setdefault("budget", "per_grid_point")
+    settings.setdefault("seed", 0)
+    settings.update(forced or {})
     if settings["num_samples"] < 1:
         raise ConfigError(f"--num_samples must be >= 1 (got {settings['num_samples']}).")
     if settings["cpus_per_trial"] <= 0 or settings["gpus_per_trial"] < 0:
@@ -253,6 +259,16 @@ def _set_threads(cpus):
     torch.set_num_threads(max(1, int(math.floor(cpus))))
 
 
+def _node_id():
+    """The Ray node this process runs on (None outside Ray)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:
+        return None
+
+
 def trial_main(params, base):
     """Ray Tune function trainable: one training run, reporting valid after every evaluation."""
     from ray import tune
@@ -270,9 +286,12 @@ def trial_main(params, base):
     strict = bool(config_dict.get("early_stop_strict", base["early_stop_strict"]))
     tracker = BestTracker(bigger=base["bigger"], strict=strict)
 
+    node_id = _node_id()
+
     def report(epoch, valid_score, valid_result):
         tracker.update(epoch, valid_score, valid_result)
         tune.report({
+            "node_id": node_id,
             "epoch": int(epoch) + 1,
             "valid_score": float(valid_score),
             "best_valid_score": tracker.score,
@@ -286,6 +305,7 @@ def trial_main(params, base):
                   callback_fn=report)
     _write_json(os.path.join(trial_dir, "outcome.json"), outcome)
     tune.report({
+        "node_id": node_id,
         "epoch": int(outcome["epochs_run"] or 0),
         "best_valid_score": outcome["best_valid_score"],
         "best_epoch": outcome["best_epoch"],
@@ -380,6 +400,7 @@ def trial_record(trial, searched, trials_dir):
         "error_file": error_file,
         "trial_dir": trial_dir,
         "checkpoint": checkpoints[-1] if checkpoints else None,
+        "node_id": last.get("node_id"),
     }
 
 
@@ -490,13 +511,13 @@ def _prepare_driver(model, dataset, config_files, base_config_dict, searched):
     }
 
 
-def _new_manifest(model, dataset, args, overrides, space_file):
+def _new_manifest(model, dataset, args, overrides, space_file, forced=None):
     space = load_search_space(space_file)
     clash = sorted(set(space.params) & set(overrides))
     if clash:
         raise ConfigError(f"{', '.join(clash)} searched in {space.source} and also set on the command line; "
                           "drop one of the two.")
-    settings = resolve_settings(space, args)
+    settings = resolve_settings(space, args, forced)
     base_config_dict = dict(space.fixed)
     base_config_dict.update(overrides)
     return {
@@ -553,11 +574,11 @@ def _scheduler(settings, epochs):
                          reduction_factor=settings["reduction_factor"])
 
 
-def run_search(model, dataset, args, overrides):
-    """Run (or, with ``args.resume``, continue) a search; returns the best trial's summary (``best.json``)."""
-    if getattr(args, "seeds", 1) and args.seeds > 1:
-        raise ConfigError("--seeds does not combine with --tune: search once, then repeat the best configuration "
-                          "with --config_files=<search folder>/best.yaml --seeds=N (or search 'seed: {grid: [...]}').")
+def run_search(model, dataset, args, overrides, forced_settings=None):
+    """Run (or, with ``args.resume``, continue) a search; returns the best trial's summary (``best.json``).
+
+    ``forced_settings`` override every other source of search settings (the tuned benchmark gives every model the
+    same budget, scheduler and searcher this way)."""
     if not args.tune and not getattr(args, "resume", False):
         raise ConfigError("--tune=SPACE.yaml is required (e.g. properties/search/VBPR.yaml).")
     overrides = dict(overrides or {})
@@ -566,13 +587,21 @@ def run_search(model, dataset, args, overrides):
     if getattr(args, "resume", False):
         folder, manifest = _resume_manifest(model, dataset, args)
     else:
-        folder, manifest = None, _new_manifest(model, dataset, args, overrides, args.tune)
+        folder, manifest = None, _new_manifest(model, dataset, args, overrides, args.tune, forced_settings)
     space = parse_search_space(manifest["space"], source=manifest["space_file"])
     settings = manifest["settings"]
+    settings.setdefault("search_alg", "random")
+    settings.setdefault("budget", "per_grid_point")
+    settings.setdefault("seed", 0)
+    if settings["budget"] == "exact":
+        space = space.without_grid()
+    space.check_searcher(settings["search_alg"])
 
     prepared = _prepare_driver(manifest["model"], manifest["dataset"], manifest["config_files"],
                                manifest["base_config_dict"], list(space.params))
-    base_config_dict = dict(prepared["mappings"])
+    # the config files' content travels with the trials (no file of the driver is read on another Ray node)
+    base_config_dict = inline_config_files(manifest["config_files"])
+    base_config_dict.update(prepared["mappings"])
     base_config_dict.update(manifest["base_config_dict"], data_path=prepared["data_path"])
     if prepared["cache_dir"]:
         base_config_dict["cache_dir"] = prepared["cache_dir"]
@@ -584,17 +613,21 @@ def run_search(model, dataset, args, overrides):
     _write_json(os.path.join(folder, MANIFEST), manifest)
 
     base = {
-        "model": prepared["model"], "dataset": manifest["dataset"], "config_files": manifest["config_files"],
+        "model": prepared["model"], "dataset": manifest["dataset"], "config_files": [],
         "config_dict": base_config_dict, "bigger": prepared["bigger"],
         "early_stop_strict": prepared["early_stop_strict"], "cpus_per_trial": settings["cpus_per_trial"],
         "trials_dir": os.path.join(folder, TRIALS_DIR),
     }
-    n_trials = space.n_trials(settings["num_samples"])
-    if settings["num_samples"] > 1 and all(p.kind == "grid" for p in space.params.values()):
+    n_trials = planned_trials(space, settings)
+    if settings["budget"] == "exact" and n_trials < settings["num_samples"]:
+        _say(f"note: {space.source} has only {n_trials} distinct points, fewer than the budget of "
+             f"{settings['num_samples']} trials: every point is run once.")
+    if (settings["budget"] != "exact" and settings["num_samples"] > 1
+            and all(p.kind == "grid" for p in space.params.values())):
         _say(f"note: {space.source} has no random axis, so num_samples={settings['num_samples']} repeats every grid "
              "point with the same configuration (and seed); use num_samples=1, or search 'seed: {grid: [...]}'.")
     _say(f"search {'resumed' if args.resume else 'started'}: {manifest['model']} on {manifest['dataset']}, "
-         f"{n_trials} trials ({space.grid_points} grid point(s) x {settings['num_samples']} sample(s)), "
+         f"{n_trials} trials ({_trial_count_text(space, settings)}), searcher {settings['search_alg']}, "
          f"scheduler {settings['scheduler']}, selection by valid {prepared['valid_metric']} ({manifest['mode']})\n"
          f"{space.describe()}\noutput: {folder}")
 
@@ -618,11 +651,12 @@ def _run_tuner(folder, manifest, space, settings, base, prepared, resume):
     if resume and tune.Tuner.can_restore(ray_path):
         tuner = tune.Tuner.restore(ray_path, trainable, resume_unfinished=True, resume_errored=False)
     else:
+        search_alg, num_samples = _searcher(space, settings, manifest["mode"])
         tuner = tune.Tuner(
             trainable,
             param_space=space.to_ray(),
             tune_config=tune.TuneConfig(
-                metric="best_valid_score", mode=manifest["mode"], num_samples=settings["num_samples"],
+                metric="best_valid_score", mode=manifest["mode"], num_samples=num_samples, search_alg=search_alg,
                 scheduler=_scheduler(settings, prepared["epochs"]), trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(storage_path=folder, name=RAY_DIR, verbose=1,
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
@@ -637,6 +671,46 @@ def _run_tuner(folder, manifest, space, settings, base, prepared, resume):
         quiet.setLevel(level)
     trials = sorted(analysis.trials, key=_creation_order)
     return [trial_record(trial, list(space.params), os.path.join(folder, TRIALS_DIR)) for trial in trials]
+
+
+def planned_trials(space, settings):
+    """How many trials a search runs."""
+    if settings.get("budget") != "exact":
+        return space.n_trials(settings["num_samples"])
+    size = space.finite_size() if settings.get("search_alg", "random") == "random" else None
+    return min(settings["num_samples"], size) if size is not None else settings["num_samples"]
+
+
+def _trial_count_text(space, settings):
+    if settings.get("budget") == "exact":
+        return f"budget {settings['num_samples']} in all, grid axes drawn like choice axes"
+    return f"{space.grid_points} grid point(s) x {settings['num_samples']} sample(s)"
+
+
+def _searcher(space, settings, mode):
+    """Ray Tune search algorithm and ``num_samples`` for a new search.
+
+    * random, budget per_grid_point: Ray's own variant generator (grid axes enumerated, the rest sampled);
+    * random, budget exact over a finite space: that many *distinct* points drawn with ``seed``, handed to Ray's
+      variant generator as the points to evaluate (no configuration is trained twice);
+    * optuna: Optuna's TPE sampler (seeded) through Ray Tune's ``OptunaSearch``; it reads the bounds of every
+      axis from the param space (choice -> categorical, uniform/loguniform -> float, randint -> int).
+    """
+    from ray.tune.search import BasicVariantGenerator
+
+    if settings["search_alg"] == "optuna":
+        try:
+            import optuna
+            from ray.tune.search.optuna import OptunaSearch
+        except ImportError:
+            raise ConfigError("search_alg optuna needs the optuna package: pip install 'optuna>=3'.") from None
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler = optuna.samplers.TPESampler(seed=int(settings["seed"]))
+        return OptunaSearch(sampler=sampler), settings["num_samples"]
+    if settings["budget"] == "exact" and space.finite_size() is not None:
+        points = space.distinct_points(settings["num_samples"], seed=int(settings["seed"]))
+        return BasicVariantGenerator(points_to_evaluate=points, random_state=int(settings["seed"])), len(points)
+    return BasicVariantGenerator(random_state=int(settings["seed"])), settings["num_samples"]
 
 
 def _creation_order(trial):
@@ -700,8 +774,12 @@ def _test_of_stopped(best, base, settings):
 
     if not best["checkpoint"]:
         return {"test_source": None, "note": "the best trial was stopped early and left no checkpoint; no test result."}
-    task = ray.remote(_evaluate_checkpoint_task).options(
-        num_cpus=settings["cpus_per_trial"], num_gpus=settings["gpus_per_trial"])
+    options = {"num_cpus": settings["cpus_per_trial"], "num_gpus": settings["gpus_per_trial"]}
+    if best.get("node_id"):  # the checkpoint lies on the node the trial ran on (no shared filesystem assumed)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(best["node_id"], soft=False)
+    task = ray.remote(_evaluate_checkpoint_task).options(**options)
     evaluated = ray.get(task.remote(base, best["params"], best["trial_dir"], best["checkpoint"]))
     update = {"test": evaluated["test"], "test_source": "checkpoint (trial stopped early by ASHA)"}
     drift = max((abs(evaluated["valid"].get(k, 0.0) - v) for k, v in best["valid"].items()), default=0.0)

@@ -164,9 +164,6 @@ def test_search_argument_errors(make_mmrec, tmp_path):
     args, overrides = parse_args([f"--tune={tmp_path / 's.yaml'}", "--learning_rate=0.1", f"--data_path={root}"])
     with pytest.raises(ConfigError, match="also set on the command line"):
         run_search("BPR", name, args, overrides)
-    args, overrides = parse_args([f"--tune={tmp_path / 's.yaml'}", "--seeds=3"])
-    with pytest.raises(ConfigError, match="--seeds"):
-        run_search("BPR", name, args, overrides)
     args, overrides = parse_args([f"--tune={tmp_path / 's.yaml'}", "--resume", f"--output={tmp_path / 'none'}"])
     with pytest.raises(ConfigError, match="no unfinished search of BPR"):
         run_search("BPR", name, args, overrides)

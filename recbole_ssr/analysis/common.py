@@ -118,12 +118,12 @@ def run_grid(configs, dataset, args, overrides, settings, on_result=None, progre
     ``analysis_isolated``: each run in a fresh process (as side-by-side mode), else in this process.
     ``progress_path``: each finished run is appended there as one JSON line, so a long analysis that is
     interrupted keeps the runs it finished."""
-    from recbole_ssr.benchmark import _run_one, run_isolated
+    from recbole_ssr.runner import run_in_process, run_isolated
 
     overrides = dict(overrides)
     seed0 = base_seed(overrides)
     seeds = [seed0 + i for i in range(max(1, int(getattr(args, "seeds", 1) or 1)))]
-    runner = run_isolated if settings.get("analysis_isolated", True) else _run_one
+    runner = run_isolated if settings.get("analysis_isolated", True) else run_in_process
     done, runs = {}, []
     for model, label, extra in configs:
         for seed in seeds:
