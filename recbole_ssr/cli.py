@@ -70,6 +70,10 @@ def build_parser():
     parser.add_argument("--num_samples", type=int, default=None,
                         help="trials of the search (--tune; the tuned benchmark's budget per model, default 16)")
     parser.add_argument("--scheduler", default=None, choices=["asha", "fifo"], help="trial scheduler (--tune)")
+    parser.add_argument("--grace_period", type=int, default=None,
+                        help="ASHA: epochs every trial runs before it may be stopped (--tune)")
+    parser.add_argument("--reduction_factor", type=float, default=None,
+                        help="ASHA: the best 1/reduction_factor of the trials at each rung go on (--tune)")
     parser.add_argument("--search_alg", default=None, choices=["random", "optuna"],
                         help="how trials are drawn (--tune): random, or optuna (Optuna's TPE, model-based)")
     parser.add_argument("--address", default=None,

@@ -70,7 +70,8 @@ def shared_settings(args):
 
     settings = default_settings()
     settings["num_samples"] = DEFAULT_BUDGET
-    for key in ("num_samples", "scheduler", "search_alg", "cpus_per_trial", "gpus_per_trial"):
+    for key in ("num_samples", "scheduler", "search_alg", "cpus_per_trial", "gpus_per_trial", "grace_period",
+                "reduction_factor"):
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
@@ -168,6 +169,7 @@ def _search_args(manifest, model, folder, resume_folder):
         tune=manifest["spaces"][model], resume=resume_folder or False, results=None, seeds=1, address=None,
         num_cpus=None, config_files=manifest["config_files"], model=model, dataset=manifest["dataset"],
         num_samples=None, scheduler=None, cpus_per_trial=None, gpus_per_trial=None, search_alg=None,
+        grace_period=None, reduction_factor=None,
         output=os.path.join(folder, SEARCHES))
 
 

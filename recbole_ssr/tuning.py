@@ -98,7 +98,8 @@ def resolve_settings(space, args, forced=None):
     settings, the same for every model)."""
     settings = default_settings()
     settings.update({k: v for k, v in space.settings.items() if v is not None})
-    for key in ("num_samples", "scheduler", "cpus_per_trial", "gpus_per_trial", "output", "search_alg"):
+    for key in ("num_samples", "scheduler", "cpus_per_trial", "gpus_per_trial", "output", "search_alg", "grace_period",
+                "reduction_factor"):
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
