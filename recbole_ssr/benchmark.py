@@ -82,9 +82,12 @@ def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, 
     from recbole_ssr.validation import check_output_locations
 
     overrides = dict(overrides or {})
+    paths = {}
     for model in models:  # a typo or a bad setting fails now, not after hours of runs
-        check_output_locations(Config(model=model, dataset=dataset, config_file_list=config_files,
-                                      config_dict=dict(overrides)))
+        config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(overrides))
+        check_output_locations(config)
+        # absolute as the driver resolves them: a Ray task runs in a scratch folder, possibly on another node
+        paths[model] = {"data_path": config["data_root"], "cache_dir": config["cache_dir"]}
     base_seed = int(overrides.pop("seed", 999))
     results_path = results_path or default_results_path(dataset)
     check_writable_file(results_path, "--results")
@@ -99,7 +102,7 @@ def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, 
             if ray_runs is not None:  # a task on another node cannot read the driver's files: ship their content
                 from recbole_ssr.search_space import inline_config_files
 
-                config_dict, files = dict(inline_config_files(files), **config_dict), []
+                config_dict, files = {**inline_config_files(files), **config_dict, **paths[model]}, []
             specs.append(RunSpec(model, dataset, base_seed + offset, config_dict, files))
 
     def keep(outcome):  # kept if the batch is interrupted
