@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	# torch pinned first: on these machines 2.13.0 installs from a local CPU wheel.
+	# torch pinned first: on these machines 2.13.0 installs from a local CPU wheel (setup.cfg accepts torch>=2.1,<3).
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[encoders,test]'
 	# RecBole 1.2.1 declares ray<=2.6.3 (unusable with numpy 2); its real needs are in setup.cfg.

@@ -50,7 +50,8 @@ def parse_value(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="run_recbole_ssr.py",
+        prog=("recbole-ssr" if os.path.basename(sys.argv[0] or "").startswith("recbole-ssr")
+              else "run_recbole_ssr.py"),
         allow_abbrev=False,  # --seed=1 is a config key, not an abbreviation of --seeds
         description="Train/evaluate SSR, multimodal baselines and RecBole models; compare them; tune them. "
                     "Any other --key=value sets a configuration key.",
@@ -129,9 +130,19 @@ ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.E
 
 
 def main(argv=None):
+    """``run_recbole_ssr.py`` and the ``recbole-ssr`` console script; returns the exit status."""
+    import recbole_ssr
+
+    if recbole_ssr.RECBOLE_PROBLEM:
+        print(f"error: {recbole_ssr.RECBOLE_PROBLEM}", file=sys.stderr)
+        return 2
     argv = sys.argv[1:] if argv is None else argv
     try:
         args, overrides = parse_args(argv)
+        if args.tune:
+            from recbole_ssr.paths import resolve_shipped
+
+            args.tune = resolve_shipped(args.tune)  # the documented properties/search/<Model>.yaml, from anywhere
         if args.results:
             from recbole_ssr.safe_io import check_writable_file
 

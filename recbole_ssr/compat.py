@@ -81,6 +81,9 @@ def apply():
     global _APPLIED
     if _APPLIED:
         return
+    from recbole_ssr.deps import require_recbole
+
+    require_recbole()  # ImportError with the install command, before any module imports RecBole
     _silence_recbole_future_warnings()
     _restore_numpy_aliases()
     _restore_dok_update()

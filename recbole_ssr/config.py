@@ -19,9 +19,12 @@ RecBole's own parsing of ``sys.argv`` is switched off: the runner owns the comma
 
 import os
 
-from recbole.config import Config as RecBoleConfig
-
 from recbole_ssr import compat
+
+compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its fixes
+
+from recbole.config import Config as RecBoleConfig  # noqa: E402
+
 from recbole_ssr.errors import ConfigError, yaml_error_text
 from recbole_ssr.paths import properties_dir  # noqa: F401 (re-exported)
 

@@ -70,8 +70,15 @@ def read_yaml(path, what="search-space file"):
     import yaml
 
     if not os.path.isfile(path):
-        hint = (" The shipped ones are in properties/search/ (one per model, e.g. properties/search/VBPR.yaml)."
-                if what == "search-space file" else " Check the path.")
+        hint = " Check the path."
+        if what == "search-space file":
+            from recbole_ssr.paths import properties_dir
+
+            try:
+                shipped = os.path.join(properties_dir(), "search")
+            except ConfigError:
+                shipped = "properties/search"
+            hint = f" The shipped ones are in {shipped}/ (one per model, e.g. properties/search/VBPR.yaml)."
         raise ConfigError(f"{what} '{path}' does not exist.{hint}")
     with open(path, "r", encoding="utf-8") as f:
         try:

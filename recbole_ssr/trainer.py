@@ -23,8 +23,13 @@ import time
 import uuid
 
 import torch
-from recbole.trainer import Trainer
-from recbole.utils import dict2str, set_color
+
+from recbole_ssr import compat
+
+compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its fixes
+
+from recbole.trainer import Trainer  # noqa: E402
+from recbole.utils import dict2str, set_color  # noqa: E402
 
 
 def load_own_checkpoint(path, device):

@@ -7,8 +7,13 @@ without a valid (test) item are absent from the valid (test) loader, so they are
 """
 
 import torch
-from recbole.data.dataloader import FullSortEvalDataLoader
-from recbole.data.utils import create_samplers, get_dataloader
+
+from recbole_ssr import compat
+
+compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its fixes
+
+from recbole.data.dataloader import FullSortEvalDataLoader  # noqa: E402
+from recbole.data.utils import create_samplers, get_dataloader  # noqa: E402
 
 
 class TrainMaskedFullSortEvalDataLoader(FullSortEvalDataLoader):

@@ -3,11 +3,16 @@
 from collections import OrderedDict
 
 import torch
-from recbole.model.abstract_recommender import GeneralRecommender
-from recbole.utils import InputType
 
-from recbole_ssr.errors import ConfigError
-from recbole_ssr.model.graph import (GraphCache, bipartite_edges, knn_adjacency, knn_neighbours,
+from recbole_ssr import compat
+
+compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its fixes
+
+from recbole.model.abstract_recommender import GeneralRecommender  # noqa: E402
+from recbole.utils import InputType  # noqa: E402
+
+from recbole_ssr.errors import ConfigError  # noqa: E402
+from recbole_ssr.model.graph import (GraphCache, bipartite_edges, knn_adjacency, knn_neighbours,  # noqa: E402
                                      normalized_adjacency)
 
 
