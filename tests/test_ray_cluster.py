@@ -1,0 +1,61 @@
+"""A real multi-node Ray cluster on this machine (a head and a worker node, each its own raylet): a 2-model x
+2-seed side-by-side grid with --address runs its (model, seed) runs as Ray tasks spread over both nodes, and the
+table the driver writes is the one of the runs' own results."""
+
+import json
+import os
+
+import pytest
+
+from recbole_ssr.cli import main
+
+
+@pytest.fixture
+def two_node_cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    assert not ray.is_initialized()
+    previous = os.environ.get("RAY_USAGE_STATS_ENABLED")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        yield cluster
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+        if previous is None:
+            os.environ.pop("RAY_USAGE_STATS_ENABLED", None)
+
+
+def test_side_by_side_grid_runs_on_every_node_of_a_cluster(two_node_cluster, make_mmrec, tmp_path):
+    import ray
+
+    root, name, _ = make_mmrec()
+    os.chdir(tmp_path)
+    code = main(["--model=BPR,LightGCN", f"--dataset={name}", "--data_path=data", "--seeds=2",
+                 f"--address={two_node_cluster.address}", "--cpus_per_run=1", "--epochs=2", "--state=ERROR",
+                 "--train_batch_size=64", "--results=out/cluster.json"])
+    assert code == 0
+    assert not ray.is_initialized()  # the command disconnects from the cluster it joined
+    result = json.loads((tmp_path / "out" / "cluster.json").read_text())
+    runs = result["runs"]
+    assert sorted((r["model"], r["seed"]) for r in runs) == [("BPR", 999), ("BPR", 1000), ("LightGCN", 999),
+                                                             ("LightGCN", 1000)]
+    assert all(r["status"] == "ok" for r in runs), [r.get("error") for r in runs]
+    node_ids = {node.node_id for node in two_node_cluster.list_all_nodes()}
+    assert len(node_ids) == 2
+    assert len({r["node_id"] for r in runs}) > 1 and {r["node_id"] for r in runs} <= node_ids
+    assert all(r["config"]["data_root"] == str(root) for r in runs)  # resolved by the driver
+    for row in result["summary"]:
+        mine = [r for r in runs if r["model"] == row["model"]]
+        for metric in ("recall@20", "ndcg@10"):
+            assert row[f"{metric}_mean"] == pytest.approx(sum(r["test_result"][metric] for r in mine) / len(mine))
+        table_line = next(line for line in result["table"].splitlines() if line.startswith(f"| {row['model']} |"))
+        assert f"{row['recall@20_mean']:.4f}" in table_line
+    # every run is also in the progress file, as it finished
+    with open(tmp_path / "out" / "cluster.runs.jsonl") as f:
+        assert len([line for line in f if line.strip()]) == 4
