@@ -293,12 +293,7 @@ class SSR(MultimodalRecommender):
     @torch.no_grad()
     def band_signal(self):
         """(bands [N, M, D] before stage (iii), X [N, D]) of the current parameters, users first, with exact band
-        edges for this signal (as in evaluation). The decomposer's edge-tracking state is restored afterwards, so
-        calling this between training steps leaves training unchanged."""
-        saved = dict(self.decomposer.__dict__)
-        try:
-            self.decomposer.refresh()
-            signal, _ = self.graph_signal()
-            return self.decomposer(signal).transpose(0, 1), signal
-        finally:
-            self.decomposer.__dict__.update(saved)
+        edges for this signal (as in evaluation). The bands are cut with a fresh band-edge state, so the
+        decomposer's own state (and so training) is left unchanged."""
+        signal, _ = self.graph_signal()
+        return self.decomposer(signal, state=self.decomposer.new_state()).transpose(0, 1), signal
