@@ -9,9 +9,8 @@ from recbole.data.interaction import Interaction
 
 from conftest import QUICK
 from recbole_ssr.errors import ConfigError
-from recbole_ssr.model.graph import bipartite_edges, normalized_adjacency
-from recbole_ssr.model.layers import (bipartite_adjacency, degree_edge_weights, degree_sensitive_pruning,
-                                      edge_propagate, sample_edges)
+from recbole_ssr.model.graph import (bipartite_adjacency, bipartite_edges, degree_edge_weights,
+                                     degree_sensitive_pruning, graph_product, sample_edges)
 from recbole_ssr.quick_start import prepare, run
 from recbole_ssr.trainer import MultimodalTrainer
 from recbole_ssr.utils import get_model
@@ -110,7 +109,7 @@ def test_lattice_item_graph_equals_the_dense_formula(make_mmrec):
     (expected_grad,) = torch.autograd.grad((expected * probe).sum(), net.modal_weight)
     assert torch.allclose(mine_grad, expected_grad, atol=1e-4)
     x = torch.randn(n, 5)
-    assert torch.allclose(edge_propagate(rows, cols, values.detach(), x), expected.detach() @ x, atol=1e-5)
+    assert torch.allclose(graph_product((rows, cols, values.detach()), x), expected.detach() @ x, atol=1e-5)
     assert rows.numel() <= 2 * n * k * len(net.modality_names)
 
 
@@ -148,7 +147,7 @@ def test_freedom_prunes_edges_each_epoch(make_mmrec):
         u, i = net.kept_edges
         edges = set(zip(u.tolist(), i.tolist()))
         assert len(u) == int(n_edges * 0.5) == len(edges) and edges <= train_edges
-        expected = normalized_adjacency(u, i, net.n_users, net.n_items).to_dense()
+        expected = bipartite_adjacency(u, i, net.n_users, net.n_items).to_dense()
         assert torch.allclose(net.masked_adj.to_dense(), expected, atol=1e-6)
         kept.append(edges)
     assert kept[0] != kept[1]
@@ -217,7 +216,7 @@ def test_bm3_samples_no_negatives(make_mmrec):
 def test_bipartite_adjacency_variants():
     users, items = torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 2])
     sym = bipartite_adjacency(users, items, 3, 3, "sym").to_dense()
-    assert torch.allclose(sym, normalized_adjacency(users, items, 3, 3).to_dense())
+    assert torch.allclose(sym, bipartite_adjacency(users, items, 3, 3).to_dense())
     rw = bipartite_adjacency(users, items, 3, 3, "rw", self_loops=True).to_dense()
     assert torch.allclose(rw.sum(1), torch.ones(6)) and (rw.diagonal() > 0).all()
     assert rw[0, 0] == pytest.approx(1 / 3)  # user 0: two items + itself

@@ -10,7 +10,8 @@ from recbole.data.interaction import Interaction
 
 from conftest import QUICK
 from recbole_ssr.errors import ConfigError
-from recbole_ssr.model.layers import per_modality, sparse_max, user_item_block
+from recbole_ssr.model.graph import bipartite_adjacency, sparse_max, user_item_block
+from recbole_ssr.model.layers import per_modality
 from recbole_ssr.model.smore import FUSION, SpectralFilter
 from recbole_ssr.quick_start import prepare, run
 from recbole_ssr.utils import get_model
@@ -209,7 +210,6 @@ def test_mm_layers_helpers():
         per_modality({"image": 40}, ["image", "audio"], "knn_k")
     with pytest.raises(ConfigError, match="knn_k must be a number or a"):
         per_modality("{image: 40}", ["image"], "knn_k")  # a yaml-style mapping left as a string by the CLI
-    from recbole_ssr.model.graph import normalized_adjacency
     users, items = np.array([0, 0, 1]), np.array([0, 1, 1])
-    block = user_item_block(normalized_adjacency(users, items, 2, 2), 2, 2).to_dense()
+    block = user_item_block(bipartite_adjacency(users, items, 2, 2), 2, 2).to_dense()
     assert torch.allclose(block, torch.tensor([[1 / math.sqrt(2), 1 / 2], [0.0, 1 / math.sqrt(2)]]))

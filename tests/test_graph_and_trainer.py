@@ -6,7 +6,8 @@ import scipy.sparse as sp
 import torch
 
 from conftest import QUICK
-from recbole_ssr.model.graph import GraphCache, knn_adjacency, knn_neighbours, normalized_adjacency
+from recbole_ssr.model.graph import (GraphCache, bipartite_adjacency, csr_transpose, knn_adjacency, knn_neighbours,
+                                     propagate, rw_normalized)
 from recbole_ssr.quick_start import prepare
 from recbole_ssr.trainer import MultimodalTrainer
 from recbole_ssr.utils import get_model
@@ -17,13 +18,49 @@ def test_normalized_adjacency_matches_dense_formula():
     matrix = (rng.random((6, 5)) < 0.4).astype(np.float32)
     matrix[0] = 0  # isolated user keeps a zero row
     users, items = np.nonzero(matrix)
-    adjacency = normalized_adjacency(users, items, 6, 5).to_dense().numpy()
+    adjacency = bipartite_adjacency(users, items, 6, 5).to_dense().numpy()
     full = np.zeros((11, 11), dtype=np.float32)
     full[:6, 6:], full[6:, :6] = matrix, matrix.T
     degree = full.sum(1)
     inv = np.where(degree > 0, degree ** -0.5, 0)
     assert np.allclose(adjacency, inv[:, None] * full * inv[None, :], atol=1e-6)
     assert np.allclose(adjacency, adjacency.T)
+
+
+@pytest.mark.parametrize("combine", ["last", "mean", "sum"])
+@pytest.mark.parametrize("form", ["coo", "csr", "csr_with_transpose", "edge_list"])
+def test_propagate_equals_dense_powers(combine, form):
+    """propagate(A, X, L) against explicit dense powers A^l X on a tiny directed graph, and so are its gradients."""
+    gen = torch.Generator().manual_seed(0)
+    dense = torch.rand(7, 7, generator=gen) * (torch.rand(7, 7, generator=gen) < 0.4)  # not symmetric
+    x = torch.randn(7, 3, generator=gen, dtype=torch.float32)
+    powers = [x.double()]
+    for _ in range(3):
+        powers.append(dense.double() @ powers[-1])
+    expected = {"last": powers[-1], "mean": torch.stack(powers).mean(0), "sum": torch.stack(powers).sum(0)}[combine]
+    coo = dense.to_sparse().coalesce()
+    adjacency, transpose = {"coo": (coo, None), "csr": (coo.to_sparse_csr(), None),
+                            "csr_with_transpose": (coo.to_sparse_csr(), csr_transpose(coo)),
+                            "edge_list": ((coo.indices()[0], coo.indices()[1], coo.values()), None)}[form]
+    x = x.clone().requires_grad_(True)
+    out = propagate(adjacency, x, 3, combine=combine, transpose=transpose)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+    probe = torch.randn(7, 3, generator=gen)
+    (grad,) = torch.autograd.grad((out * probe).sum(), x)
+    weights = {"last": [0, 0, 0, 1], "mean": [0.25] * 4, "sum": [1] * 4}[combine]  # d/dX Σ_l w_l <P, A^l X>
+    expected_grad = sum(w * torch.linalg.matrix_power(dense.double().T, l) @ probe.double()
+                        for l, w in enumerate(weights))
+    torch.testing.assert_close(grad.double(), expected_grad, atol=1e-5, rtol=1e-5)
+    assert torch.equal(propagate(adjacency, x, 0, combine=combine), x)
+
+
+def test_rw_normalized_rows_sum_to_one():
+    rows, cols = torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([1, 2, 0, 0, 1, 2])
+    values = torch.tensor([1.0, 3.0, 2.0, 1.0, 1.0, 2.0])
+    graph = rw_normalized(rows, cols, 4, values).to_dense()
+    dense = torch.zeros(4, 4).index_put_((rows, cols), values)
+    degree = dense.sum(1, keepdim=True)
+    torch.testing.assert_close(graph, torch.where(degree > 0, dense / degree.clamp(min=1e-12), torch.zeros_like(dense)))
 
 
 def test_chunked_knn_equals_brute_force():

@@ -1,8 +1,17 @@
-"""Base class of the plugin's multimodal models: features, training graph, kNN item graphs, evaluation cache."""
+"""Base classes of the plugin's models.
+
+* :class:`MultimodalRecommender` - every model: modality features, the training graph Â, kNN item graphs S_m and
+  their mixture Σ_m α_m S_m, modality weights, one evaluation cache, inner-product scoring.
+* :class:`GraphRecommender` - the graph baselines (LATTICE, FREEDOM, BM3, MGCN, LGMRec, SMORE): adds the ID
+  embeddings E_u, E_i and LightGCN over them.
+* :class:`MultiViewRecommender` - MGCN and SMORE: the user-item view plus purified item-item views over frozen
+  cosine-weighted kNN graphs, and their shared loss.
+"""
 
 from collections import OrderedDict
 
 import torch
+from torch import nn
 
 from recbole_ssr import compat
 
@@ -12,8 +21,10 @@ from recbole.model.abstract_recommender import GeneralRecommender  # noqa: E402
 from recbole.utils import InputType  # noqa: E402
 
 from recbole_ssr.errors import ConfigError  # noqa: E402
-from recbole_ssr.model.graph import (GraphCache, bipartite_edges, knn_adjacency, knn_neighbours,  # noqa: E402
-                                     normalized_adjacency)
+from recbole_ssr.model.graph import (GraphCache, bipartite_adjacency, bipartite_edges, knn_adjacency,  # noqa: E402
+                                     knn_neighbours, propagate, user_item_block)
+from recbole_ssr.model.layers import FeatureTables, per_modality  # noqa: E402
+from recbole_ssr.model.losses import bpr_loss, info_nce, l2_penalty  # noqa: E402
 
 
 class MultimodalRecommender(GeneralRecommender):
@@ -81,17 +92,31 @@ class MultimodalRecommender(GeneralRecommender):
 
     # -- graphs ------------------------------------------------------------------------------------------------
     def norm_adj_matrix(self):
-        """Â over the training interactions, users first then items (torch sparse COO on the model device)."""
+        """Â = D^-1/2 A D^-1/2 over the training interactions, users first then items (torch sparse COO on the
+        model device; :func:`~recbole_ssr.model.graph.bipartite_adjacency`)."""
         users, items = bipartite_edges(self.interaction_matrix)
-        return normalized_adjacency(users, items, self.n_users, self.n_items).to(self.device)
+        return bipartite_adjacency(users, items, self.n_users, self.n_items).to(self.device)
 
-    def knn_item_graph(self, name, k, normalization="sym"):
-        """Frozen top-k cosine kNN item graph of modality ``name`` (cached on disk by dataset + k)."""
-        features = self.modality_feature(name).cpu()
-        indices, _ = self.graph_cache.get_or_build(
+    def knn_item_graph(self, name, k, normalization="sym", weighted=False):
+        """Frozen top-k cosine kNN item graph S_m of modality ``name``: binary edges, or cosine-weighted ones
+        (``weighted``, LATTICE's original graph), normalised as :func:`~recbole_ssr.model.graph.knn_adjacency`.
+        The neighbours are cached on disk by dataset + modality + k (one entry serves both edge kinds)."""
+        features = self.modality_feature(name).detach().cpu()
+        indices, similarities = self.graph_cache.get_or_build(
             "knn", {"modality": name, "k": int(k), "dim": features.shape[1]},
             lambda: knn_neighbours(features, k))
-        return knn_adjacency(indices, features.shape[0], normalization=normalization).to(self.device)
+        values = similarities if weighted else None
+        return knn_adjacency(indices, features.shape[0], values=values, normalization=normalization).to(self.device)
+
+    def mixed_item_graph(self, k, weights):
+        """S = Σ_m α_m S_m over the modalities, S_m the binary sym-normalised kNN graphs (FREEDOM Sec. 3.1; SSR's
+        S_mm, docs/ssr.md "Backbone"); ``weights`` α in modality order (see :meth:`modality_weights`).
+        Coalesced sparse COO on the model device."""
+        graph = None
+        for name, alpha in zip(self.modality_names, weights):
+            part = self.knn_item_graph(name, k) * alpha
+            graph = part if graph is None else graph + part
+        return graph.coalesce()
 
     # -- evaluation cache ----------------------------------------------------------------------------------------
     def train(self, mode=True):
@@ -118,3 +143,94 @@ class MultimodalRecommender(GeneralRecommender):
     def full_sort_predict(self, interaction):
         user_e, item_e = self.cached_embeddings()
         return (user_e[interaction[self.USER_ID]] @ item_e.T).view(-1)
+
+
+class GraphRecommender(MultimodalRecommender):
+    """A graph model over ID embeddings: ``user_embedding`` E_u [U, d] and ``item_id_embedding`` E_i [I, d]
+    (``embedding_size`` d, Xavier-uniform), propagated by LightGCN (:meth:`lightgcn`)."""
+
+    min_modalities = 1
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.embedding_size = config["embedding_size"]
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
+        self.item_id_embedding = nn.Embedding(self.n_items, self.embedding_size)
+        nn.init.xavier_uniform_(self.user_embedding.weight)
+        nn.init.xavier_uniform_(self.item_id_embedding.weight)
+
+    def add_feature_projections(self, config, out_dim, init=None):
+        """``self.features``: the raw modality tables (:class:`~recbole_ssr.model.layers.FeatureTables`, trainable
+        with ``finetune_features``, as in the authors' code); ``self.projections``: f_m(x) = W_m x + b_m to
+        ``out_dim`` per modality, each weight re-initialised by ``init`` (e.g. ``nn.init.xavier_normal_``) if
+        given."""
+        self.features = FeatureTables(self.modality_features, config["finetune_features"])
+        self.projections = nn.ModuleDict()
+        for name, table in self.features.items():
+            self.projections[name] = nn.Linear(table.shape[1], out_dim)
+            if init is not None:
+                init(self.projections[name].weight)
+
+    def lightgcn(self, adjacency, n_layers):
+        """LightGCN (He et al., SIGIR'20, eqs. 7-8) of [E_u; E_i] over ``adjacency``, mean of the layers 0..L,
+        split into (users [U, d], items [I, d])."""
+        embeddings = torch.cat([self.user_embedding.weight, self.item_id_embedding.weight], dim=0)
+        mean = propagate(adjacency, embeddings, n_layers, combine="mean")
+        return mean[:self.n_users], mean[self.n_users:]
+
+
+class MultiViewRecommender(GraphRecommender):
+    """MGCN's design, shared with SMORE: a user-item view E_ui (LightGCN over Â, ``n_ui_layers``), item-item views
+    over the frozen cosine-weighted kNN graphs S_m (top-``knn_k``, a number or ``{modality: k, default: k}``;
+    ``n_layers`` products) lifted to users by R̂ (the user-item block of Â), projected modality features
+    W_m x_m + b_m (raw tables fine-tuned with ``finetune_features``), and the loss
+    BPR + ``cl_loss`` · [InfoNCE(side, E_ui) over the batch's positive items + the same over its users]
+    (temperature ``cl_temperature``) + ``reg_weight`` · ½Σ‖e‖²/B on the final batch embeddings.
+    Subclasses implement ``views()`` -> (final, side, content) embeddings of all nodes, users first.
+    """
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.n_ui_layers, self.n_layers = config["n_ui_layers"], config["n_layers"]
+        self.reg_weight = config["reg_weight"]
+        self.cl_weight, self.temperature = config["cl_loss"], config["cl_temperature"]
+
+        norm_adj = self.norm_adj_matrix()
+        self.register_buffer("norm_adj", norm_adj, persistent=False)
+        self.register_buffer("user_item", user_item_block(norm_adj, self.n_users, self.n_items), persistent=False)
+        knn_k = per_modality(config["knn_k"], self.modality_names, "knn_k")
+        for name in self.modality_names:
+            self.register_buffer(f"item_graph_{name}", self.knn_item_graph(name, knn_k[name], weighted=True),
+                                 persistent=False)
+        self.features = FeatureTables(self.modality_features, trainable=bool(config["finetune_features"]))
+        self.projection = nn.ModuleDict({
+            name: nn.Linear(self.modality_feature(name).shape[1], self.embedding_size)
+            for name in self.modality_names})
+
+    def content(self):
+        """E_ui = LightGCN over Â of the ID embeddings, all nodes, users first."""
+        return torch.cat(self.lightgcn(self.norm_adj, self.n_ui_layers), dim=0)
+
+    def item_item_view(self, name, items):
+        """[R̂ Ē_i ; Ē_i] with Ē_i = S^L ``items`` over the item graph ``name``."""
+        items = propagate(getattr(self, f"item_graph_{name}"), items, self.n_layers)
+        return torch.cat([torch.sparse.mm(self.user_item, items), items], dim=0)
+
+    def views(self):
+        raise NotImplementedError
+
+    def forward(self):
+        final, _, _ = self.views()
+        return torch.split(final, [self.n_users, self.n_items], dim=0)
+
+    def calculate_loss(self, interaction):
+        users, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        final, side, content = self.views()
+        user_e, item_e = torch.split(final, [self.n_users, self.n_items], dim=0)
+        side_u, side_i = torch.split(side, [self.n_users, self.n_items], dim=0)
+        content_u, content_i = torch.split(content, [self.n_users, self.n_items], dim=0)
+        u, i, j = user_e[users], item_e[pos], item_e[neg]
+        loss = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
+        cl = (info_nce(side_i[pos], content_i[pos], self.temperature)
+              + info_nce(side_u[users], content_u[users], self.temperature))
+        return loss + self.reg_weight * 0.5 * l2_penalty(u, i, j) + self.cl_weight * cl

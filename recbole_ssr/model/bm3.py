@@ -30,9 +30,8 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_ssr.errors import ConfigError
-from recbole_ssr.model.abstract import MultimodalRecommender
+from recbole_ssr.model.abstract import GraphRecommender
 from recbole_ssr.model.graph import sparse_to_csr
-from recbole_ssr.model.layers import FeatureTables, lightgcn_propagate
 
 
 def cosine_loss(online, target):
@@ -40,9 +39,11 @@ def cosine_loss(online, target):
     return 1.0 - F.cosine_similarity(online, target.detach(), dim=-1).mean()
 
 
-class BM3(MultimodalRecommender):
+class BM3(GraphRecommender):
+    """LightGCN encoder (1), dropout target views (2), multi-modal contrastive loss (3); numbers refer to the module
+    docstring."""
+
     input_type = InputType.POINTWISE
-    min_modalities = 1
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -51,29 +52,20 @@ class BM3(MultimodalRecommender):
             raise ConfigError(
                 f"BM3 trains without negative items, but train_neg_sample_args is {sampling}. "
                 "Set train_neg_sample_args: ~ (properties/model/BM3.yaml does) and do not override it.")
-        dim = config["embedding_size"]
+        dim = self.embedding_size
         self.n_layers = int(config["n_layers"])
         self.reg_weight = float(config["reg_weight"])
         self.cl_weight = float(config["cl_weight"])
         self.dropout = float(config["dropout"])
 
-        self.user_embedding = nn.Embedding(self.n_users, dim)
-        self.item_id_embedding = nn.Embedding(self.n_items, dim)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_id_embedding.weight)
         self.predictor = nn.Linear(dim, dim)
         nn.init.xavier_normal_(self.predictor.weight)
-        self.features = FeatureTables(self.modality_features, config["finetune_features"])
-        self.projections = nn.ModuleDict()
-        for name, table in self.features.items():
-            self.projections[name] = nn.Linear(table.shape[1], dim)
-            nn.init.xavier_normal_(self.projections[name].weight)
+        self.add_feature_projections(config, dim, init=nn.init.xavier_normal_)
         self.register_buffer("norm_adj", sparse_to_csr(self.norm_adj_matrix()), persistent=False)
 
     def online_embeddings(self):
         """(h_u [U, d], h_i [I, d]) before the predictor: LightGCN mean + the item ID residual."""
-        users, items = lightgcn_propagate(self.norm_adj, self.user_embedding.weight, self.item_id_embedding.weight,
-                                          self.n_layers)
+        users, items = self.lightgcn(self.norm_adj, self.n_layers)
         return users, items + self.item_id_embedding.weight
 
     def forward(self):

@@ -22,46 +22,31 @@ TikTok's image + audio, a single modality, or image + text + audio). Weights are
 from logging import getLogger
 
 import torch
-from torch import nn
 
-from recbole_ssr.model.abstract import MultimodalRecommender
-from recbole_ssr.model.graph import bipartite_edges, normalized_adjacency, sparse_to_csr
-from recbole_ssr.model.layers import (FeatureTables, degree_edge_weights, degree_sensitive_pruning,
-                                      lightgcn_propagate)
+from recbole_ssr.model.abstract import GraphRecommender
+from recbole_ssr.model.graph import (bipartite_adjacency, bipartite_edges, degree_edge_weights,
+                                     degree_sensitive_pruning, propagate, sparse_to_csr)
 from recbole_ssr.model.losses import bpr_loss
 
 
-class FREEDOM(MultimodalRecommender):
-    min_modalities = 1
+class FREEDOM(GraphRecommender):
+    """Frozen mixed kNN item graph (1) + degree-pruned user-item graph (2), propagated (3), BPR + content BPR (4);
+    numbers refer to the module docstring."""
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        dim = config["embedding_size"]
-        self.knn_k = int(config["knn_k"])
-        self.n_mm_layers = int(config["n_mm_layers"])
-        self.n_ui_layers = int(config["n_ui_layers"])
+        self.knn_k, self.dropout = int(config["knn_k"]), float(config["dropout"])
+        self.n_mm_layers, self.n_ui_layers = int(config["n_mm_layers"]), int(config["n_ui_layers"])
         self.reg_weight = float(config["reg_weight"])
-        self.dropout = float(config["dropout"])
 
-        self.user_embedding = nn.Embedding(self.n_users, dim)
-        self.item_id_embedding = nn.Embedding(self.n_items, dim)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_id_embedding.weight)
-        self.features = FeatureTables(self.modality_features, config["finetune_features"])
-        self.projections = nn.ModuleDict({name: nn.Linear(table.shape[1], dim)
-                                          for name, table in self.features.items()})
+        self.add_feature_projections(config, self.embedding_size)  # f_m of the loss (4)
 
         # 1. frozen multimodal item graph
-        self.mm_weights = self.graph_modality_weights(config)
+        self.mm_weights = self.modality_weights()
         getLogger().info("FREEDOM item graph weights: "
                          + ", ".join(f"{m}={w:.3g}" for m, w in zip(self.modality_names, self.mm_weights)))
-        graphs = [weight * self.knn_item_graph(name, self.knn_k, "sym")
-                  for name, weight in zip(self.modality_names, self.mm_weights)]
-        mm_adj = graphs[0]
-        for graph in graphs[1:]:
-            mm_adj = mm_adj + graph
-        mm_adj = mm_adj.coalesce()
-        self.register_buffer("mm_adj", sparse_to_csr(mm_adj.to(self.device)), persistent=False)
+        self.register_buffer("mm_adj", sparse_to_csr(self.mixed_item_graph(self.knn_k, self.mm_weights)),
+                             persistent=False)
 
         # 2. user-item graph: full for evaluation, the training edges and their pruning weights 1/sqrt(d_u d_i)
         self.register_buffer("norm_adj", sparse_to_csr(self.norm_adj_matrix()), persistent=False)
@@ -75,11 +60,6 @@ class FREEDOM(MultimodalRecommender):
         self.masked_adj = None
         self.kept_edges = None  # (users, items) kept for the current epoch
 
-    def graph_modality_weights(self, config):
-        """``modality_weights`` if set, else the authors' ``reference_modality_weights`` when the dataset has
-        exactly those modalities, else uniform (see the module docstring)."""
-        return self.modality_weights()
-
     def pre_epoch_processing(self, epoch=None):
         """Degree-sensitive edge pruning of the user-item graph for the coming epoch."""
         if self.dropout <= 0.0:
@@ -90,7 +70,7 @@ class FREEDOM(MultimodalRecommender):
                                                 self.dropout, weights=self.edge_weights)
         self.kept_edges = (users, items)
         self.masked_adj = sparse_to_csr(
-            normalized_adjacency(users.cpu(), items.cpu(), self.n_users, self.n_items).to(self.edge_users.device))
+            bipartite_adjacency(users.cpu(), items.cpu(), self.n_users, self.n_items).to(self.edge_users.device))
 
     def forward(self):
         if self.training:
@@ -99,11 +79,8 @@ class FREEDOM(MultimodalRecommender):
             adjacency = self.masked_adj
         else:
             adjacency = self.norm_adj
-        h = self.item_id_embedding.weight
-        for _ in range(self.n_mm_layers):
-            h = torch.sparse.mm(self.mm_adj, h)
-        users, items = lightgcn_propagate(adjacency, self.user_embedding.weight, self.item_id_embedding.weight,
-                                          self.n_ui_layers)
+        h = propagate(self.mm_adj, self.item_id_embedding.weight, self.n_mm_layers)
+        users, items = self.lightgcn(adjacency, self.n_ui_layers)
         return users, items + h
 
     def calculate_loss(self, interaction):

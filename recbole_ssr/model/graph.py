@@ -1,7 +1,25 @@
-"""Graph building blocks shared by every model: user-item adjacency, kNN item-item graphs, and their disk cache.
+"""The graph toolkit every model uses: construction, normalisation, kNN item graphs, edge sampling, the disk cache
+and the one propagation operator.
 
-Nothing here forms a dense N x N (users + items) matrix. kNN graphs are computed in row chunks, so memory is
-O(I * k + chunk * I), never I x I at once.
+Graphs are users-first ``[U + I, U + I]`` (user-item) or ``[I, I]`` (item-item) torch sparse tensors, or edge lists
+``(rows, cols, values)`` when the values must carry gradients (LATTICE's learned graph). Nothing here forms a dense
+N x N matrix: kNN graphs are computed in row chunks (memory O(I·k + chunk·I), never I x I at once).
+
+Construction and normalisation
+    :func:`bipartite_edges`, :func:`bipartite_adjacency` (Â = D^-1/2 A D^-1/2, or D^-1 (A [+ I])),
+    :func:`sym_normalized` / :func:`sym_normalize_edges` and :func:`rw_normalized`, :func:`user_item_block` (R̂),
+    :func:`sparse_max` (SMORE's fusion graph).
+kNN item graphs
+    :func:`knn_neighbours` (top-k cosine, chunked), :func:`knn_adjacency` (sparse graph from them),
+    :func:`knn_edges` (differentiable edge list of learned embeddings); per-modality graphs with the disk cache are
+    built by :meth:`recbole_ssr.model.abstract.MultimodalRecommender.knn_item_graph`.
+Edge sampling
+    :func:`degree_edge_weights`, :func:`sample_edges`, :func:`degree_sensitive_pruning` (FREEDOM).
+Propagation
+    :func:`propagate` (the weight-free graph convolution of LightGCN and every model here), on top of
+    :func:`graph_product` and :func:`sparse_product`.
+Cache
+    :class:`GraphCache`.
 """
 
 import hashlib
@@ -10,39 +28,94 @@ import os
 
 import numpy as np
 import torch
+from torch import nn
 
-
+# -- construction ----------------------------------------------------------------------------------------------------
 def bipartite_edges(interaction_csr):
     """(users, items) int64 arrays of the nonzeros of a ``[user_num, item_num]`` CSR matrix."""
     coo = interaction_csr.tocoo()
     return np.asarray(coo.row, dtype=np.int64), np.asarray(coo.col, dtype=np.int64)
 
 
-def sym_normalized(rows, cols, n, values=None):
-    """D^-1/2 A D^-1/2 as a coalesced sparse COO tensor, for edges (rows, cols) (given in both directions).
+# -- normalisation ---------------------------------------------------------------------------------------------------
+def sym_normalize_edges(rows, cols, values, n):
+    """Values of D^-1/2 A D^-1/2 for the edge list ``A[rows, cols] = values`` with D the row sums (the dense
+    ``compute_normalized_laplacian`` of LATTICE/MMRec); nodes whose row sum is not positive get 0.
+    Differentiable in ``values``."""
+    degree = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
+    safe = degree.clamp(min=1e-12)
+    inv_sqrt = torch.where(degree > 0, safe.pow(-0.5), torch.zeros_like(degree))
+    return inv_sqrt[rows] * values * inv_sqrt[cols]
 
-    ``values`` default to 1. Degrees are the row sums; zero-degree nodes keep all-zero rows.
-    """
+
+def sym_normalized(rows, cols, n, values=None):
+    """D^-1/2 A D^-1/2 as a coalesced sparse COO tensor for the edges (rows, cols) (given in both directions for
+    an undirected graph); ``values`` default to 1, D are the row sums, zero-degree nodes keep all-zero rows."""
     rows, cols = torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
-    if values is None:
-        values = torch.ones(rows.numel(), dtype=torch.float32)
-    values = torch.as_tensor(values, dtype=torch.float32)
-    degree = torch.zeros(n, dtype=torch.float32).index_add_(0, rows, values)
-    inv_sqrt = degree.pow(-0.5)
-    inv_sqrt[torch.isinf(inv_sqrt)] = 0.0
-    normalized = inv_sqrt[rows] * values * inv_sqrt[cols]
+    values = torch.ones(rows.numel()) if values is None else torch.as_tensor(values, dtype=torch.float32)
+    normalized = sym_normalize_edges(rows, cols, values, n)
     return torch.sparse_coo_tensor(torch.stack([rows, cols]), normalized, (n, n)).coalesce()
 
 
-def normalized_adjacency(users, items, n_users, n_items, device=None):
-    """Symmetric-normalised bipartite adjacency Â = D^-1/2 A D^-1/2 over N = n_users + n_items nodes
-    (users first, then items), as a torch sparse COO tensor (LightGCN eq. 7 / docs/ssr.md notation)."""
+def rw_normalized(rows, cols, n, values=None):
+    """D^-1 A (row-stochastic) as a coalesced sparse COO tensor; ``values`` default to 1, zero rows stay zero."""
+    rows, cols = torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
+    values = torch.ones(rows.numel()) if values is None else torch.as_tensor(values, dtype=torch.float32)
+    graph = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n)).coalesce()
+    r, _ = graph.indices()
+    degree = torch.zeros(n).index_add_(0, r, graph.values())
+    inverse = torch.where(degree > 0, 1.0 / degree.clamp(min=1e-12), torch.zeros_like(degree))
+    return torch.sparse_coo_tensor(graph.indices(), graph.values() * inverse[r], (n, n)).coalesce()
+
+
+
+
+def bipartite_adjacency(users, items, n_users, n_items, normalization="sym", self_loops=False):
+    """Users-first ``[U + I, U + I]`` adjacency of the user-item edges (both directions), coalesced sparse COO.
+
+    ``'sym'``: Â = D^-1/2 (A [+ I]) D^-1/2 (LightGCN, He et al. SIGIR'20, eq. 7; docs/ssr.md notation);
+    ``'rw'``: D^-1 (A [+ I]) (row-stochastic, the operator LATTICE's authors feed their LightGCN). D counts the
+    self-loop when ``self_loops``.
+    """
     users = torch.as_tensor(users, dtype=torch.int64)
     items = torch.as_tensor(items, dtype=torch.int64) + n_users
-    adjacency = sym_normalized(torch.cat([users, items]), torch.cat([items, users]), n_users + n_items)
-    return adjacency.to(device) if device is not None else adjacency
+    n = n_users + n_items
+    rows, cols = torch.cat([users, items]), torch.cat([items, users])
+    if self_loops:
+        nodes = torch.arange(n)
+        rows, cols = torch.cat([rows, nodes]), torch.cat([cols, nodes])
+    if normalization == "sym":
+        return sym_normalized(rows, cols, n)
+    if normalization == "rw":
+        return rw_normalized(rows, cols, n)
+    raise ValueError(f"unknown normalization '{normalization}': use 'sym' or 'rw'")
 
 
+def user_item_block(norm_adj, n_users, n_items):
+    """The [n_users, n_items] block of the (users-first) normalised adjacency: R̂_ui = 1/√(d_u d_i)."""
+    norm_adj = norm_adj.coalesce()
+    rows, cols = norm_adj.indices()
+    keep = (rows < n_users) & (cols >= n_users)
+    indices = torch.stack([rows[keep], cols[keep] - n_users])
+    return torch.sparse_coo_tensor(indices, norm_adj.values()[keep], (n_users, n_items)).coalesce()
+
+
+def sparse_max(graphs):
+    """Element-wise max over the union of edges of equally shaped sparse graphs (an edge missing from a graph
+    does not take part in its max, as SMORE's ``max_pool_fusion`` fills missing entries with -inf)."""
+    graphs = [g.coalesce() for g in graphs]
+    shape = graphs[0].shape
+    indices = torch.cat([g.indices() for g in graphs], dim=1)
+    values = torch.cat([g.values() for g in graphs])
+    keys = indices[0] * shape[1] + indices[1]
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    fused = torch.full((unique.numel(),), float("-inf"), dtype=values.dtype, device=values.device)
+    fused = fused.scatter_reduce(0, inverse, values, reduce="amax", include_self=True)
+    fused_indices = torch.stack([unique // shape[1], unique % shape[1]])
+    return torch.sparse_coo_tensor(fused_indices, fused, shape).coalesce()
+
+
+# -- kNN item graphs -------------------------------------------------------------------------------------------------
 def knn_neighbours(features, k, chunk_rows=None):
     """Top-k cosine neighbours of every row (itself included, as in LATTICE/FREEDOM).
 
@@ -72,52 +145,112 @@ def knn_adjacency(indices, n, values=None, normalization="sym"):
     vals = torch.ones(rows.numel()) if values is None else values.reshape(-1).float()
     if normalization == "sym":
         return sym_normalized(rows, cols, n, vals)
-    graph = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce()
     if normalization == "rw":
-        r, c = graph.indices()
-        degree = torch.zeros(n).index_add_(0, r, graph.values())
-        inv = torch.where(degree > 0, 1.0 / degree, torch.zeros_like(degree))
-        return torch.sparse_coo_tensor(graph.indices(), graph.values() * inv[r], (n, n)).coalesce()
+        return rw_normalized(rows, cols, n, vals)
     if normalization is None:
-        return graph
+        return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce()
     raise ValueError(f"unknown normalization '{normalization}': use 'sym', 'rw' or None")
 
 
-class GraphCache:
-    """On-disk cache of built graphs, keyed by the dataset, its source files and *every* parameter that shapes
-    the graph - two models asking for different graphs can never read each other's file.
+def knn_edges(embeddings, k, chunk_rows=None):
+    """Top-``k`` cosine neighbours of every row of ``embeddings`` (itself included) as ``(rows, cols, values)``,
+    ``values`` the cosine similarities **with their gradient** w.r.t. ``embeddings``.
 
-    ``cache_dir: ~`` in the config disables it.
+    Equals ``topk(cos_sim(E), k)`` scattered into a dense I x I matrix (LATTICE's ``build_knn_neighbourhood``),
+    including its gradient (top-k selection passes gradient only through the kept values), but the selection runs
+    in row chunks without gradient and only the I*k kept similarities are recomputed with autograd:
+    memory O(I k d + chunk I) instead of O(I^2).
     """
+    n = embeddings.shape[0]
+    indices, _ = knn_neighbours(embeddings.detach(), k, chunk_rows=chunk_rows)
+    indices = indices.to(embeddings.device)
+    rows = torch.arange(n, device=embeddings.device).repeat_interleave(indices.shape[1])
+    cols = indices.reshape(-1)
+    normalized = nn.functional.normalize(embeddings, dim=1)
+    values = (normalized[rows] * normalized[cols]).sum(dim=1)
+    return rows, cols, values
 
-    def __init__(self, config, dataset):
-        self.root = os.path.join(config["cache_dir"], "graphs") if config["cache_dir"] else None
-        files = sorted(info["file"] for info in getattr(dataset, "feature_report", {}).values())
-        inter_dir = config["data_path"]
-        signature = [config["dataset"], inter_dir, config["eval_protocol"]]
-        for path in files + sorted(os.path.join(inter_dir, f) for f in os.listdir(inter_dir)):
-            if os.path.isfile(path):
-                stat = os.stat(path)
-                signature.append([path, stat.st_size, stat.st_mtime_ns])
-        self.signature = signature
-        self.dataset = config["dataset"]
 
-    def key(self, kind, params):
-        blob = json.dumps({"data": self.signature, "kind": kind, "params": params}, sort_keys=True, default=str)
-        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+# -- edge sampling ---------------------------------------------------------------------------------------------------
+def degree_edge_weights(users, items, n_users, n_items):
+    """1/sqrt(d_u d_i) for every edge (u, i) of a bipartite graph (degrees counted over these edges)."""
+    ones = torch.ones(users.numel(), dtype=torch.float32, device=users.device)
+    user_degree = torch.zeros(n_users, device=users.device).index_add_(0, users, ones)
+    item_degree = torch.zeros(n_items, device=users.device).index_add_(0, items, ones)
+    return (user_degree[users] * item_degree[items]).rsqrt()
 
-    def get_or_build(self, kind, params, build):
-        """Return ``build()``'s tensor(s), loading them from disk when an identical graph was built before."""
-        if self.root is None:
-            return build()
-        path = os.path.join(self.root, self.dataset, f"{kind}-{self.key(kind, params)}.pt")
-        if os.path.isfile(path):
-            return torch.load(path, weights_only=True)
-        result = build()
-        from recbole_ssr.safe_io import save_with
 
-        save_with(path, lambda handle: torch.save(result, handle))
-        return result
+def sample_edges(n_edges, keep, weights=None, generator=None, device=None):
+    """Indices of ``keep`` distinct edges out of ``n_edges``, drawn without replacement with probability
+    proportional to ``weights`` (uniformly when ``weights`` is None).
+
+    Weighted sampling uses the Gumbel-top-k trick (top-``keep`` of log w + Gumbel noise), which has exactly the
+    distribution of ``torch.multinomial(weights, keep, replacement=False)`` (successive draws ∝ w) without its
+    2^24-category limit.
+    """
+    keep = int(keep)
+    if weights is None:
+        device = device or "cpu"
+        return torch.randperm(n_edges, generator=generator, device=device)[:keep]
+    uniform = torch.rand(weights.shape, generator=generator, device=weights.device).clamp_(min=1e-20)
+    keys = weights.log() - (-uniform.log()).log()
+    return torch.topk(keys, keep, sorted=False).indices
+
+
+def degree_sensitive_pruning(users, items, n_users, n_items, dropout, weights=None, generator=None):
+    """FREEDOM's degree-sensitive edge pruning (Zhou & Shen, MM'23, Sec. 3.2): keep ``int((1 - dropout) |E|)``
+    user-item edges sampled without replacement with probability ∝ 1/sqrt(d_u d_i) (edges between high-degree
+    nodes, the likely noisy ones, are pruned more often). ``weights`` may pass precomputed
+    :func:`degree_edge_weights`. Returns the kept ``(users, items)``."""
+    if weights is None:
+        weights = degree_edge_weights(users, items, n_users, n_items)
+    keep = int(users.numel() * (1.0 - float(dropout)))
+    kept = sample_edges(users.numel(), keep, weights=weights, generator=generator)
+    return users[kept], items[kept]
+
+
+# -- propagation -----------------------------------------------------------------------------------------------------
+def graph_product(adjacency, x, transpose=None):
+    """A x for a graph A given as a sparse tensor (COO/CSR) or an edge list ``(rows, cols, values)`` (square,
+    duplicate edges add up; differentiable in ``values`` too, as a gather + index_add, memory O(|E| d)).
+    ``transpose``: Aᵀ as CSR for a constant CSR A; the product then runs through :func:`sparse_product`, whose
+    backward reuses it (pass A itself when A is symmetric). Without it: ``torch.sparse.mm``."""
+    if isinstance(adjacency, tuple):
+        rows, cols, values = adjacency
+        out = torch.zeros((x.shape[0], x.shape[1]), dtype=x.dtype, device=x.device)
+        return out.index_add(0, rows, values.unsqueeze(1) * x[cols])
+    if transpose is not None:
+        return sparse_product(adjacency, x, transpose)
+    return torch.sparse.mm(adjacency, x)
+
+
+def propagate(adjacency, x, n_layers, combine="last", transpose=None):
+    """Weight-free graph convolution (LightGCN, He et al., SIGIR'20, eqs. 7-8; docs/ssr.md "Backbone"):
+
+        E^0 = x,   E^{l+1} = A E^l  (l = 0..L-1),
+
+    returning ``combine`` = ``'last'``: E^L (the item-item views of FREEDOM, LATTICE, MGCN, SMORE, LGMRec's modality
+    graph, SSR's side signal); ``'mean'``: (1/(L+1)) Σ_{l=0..L} E^l (LightGCN's layer combination with α_l =
+    1/(L+1)); ``'sum'``: Σ_{l=0..L} E^l (SSR's backbone). ``adjacency`` and ``transpose`` as in
+    :func:`graph_product` (Â, a pruned Â, D^-1 (A + I), a kNN item graph, a learned edge list, ...).
+    """
+    if combine == "last":
+        for _ in range(int(n_layers)):
+            x = graph_product(adjacency, x, transpose)
+        return x
+    if combine == "mean":
+        layers = [x]
+        for _ in range(int(n_layers)):
+            x = graph_product(adjacency, x, transpose)
+            layers.append(x)
+        return torch.stack(layers, dim=0).mean(dim=0)
+    if combine == "sum":
+        total = x
+        for _ in range(int(n_layers)):
+            x = graph_product(adjacency, x, transpose)
+            total = total + x
+        return total
+    raise ValueError(f"unknown combine '{combine}': use 'last', 'mean' or 'sum'")
 
 
 def sparse_to_csr(adjacency):
@@ -153,3 +286,41 @@ def csr_transpose(matrix):
     """Aᵀ of a sparse matrix, as CSR."""
     coo = matrix.to_sparse_coo() if matrix.layout != torch.sparse_coo else matrix
     return coo.t().coalesce().to_sparse_csr()
+
+
+# -- cache -----------------------------------------------------------------------------------------------------------
+class GraphCache:
+    """On-disk cache of built graphs, keyed by the dataset, its source files and *every* parameter that shapes
+    the graph - two models asking for different graphs can never read each other's file.
+
+    ``cache_dir: ~`` in the config disables it.
+    """
+
+    def __init__(self, config, dataset):
+        self.root = os.path.join(config["cache_dir"], "graphs") if config["cache_dir"] else None
+        files = sorted(info["file"] for info in getattr(dataset, "feature_report", {}).values())
+        inter_dir = config["data_path"]
+        signature = [config["dataset"], inter_dir, config["eval_protocol"]]
+        for path in files + sorted(os.path.join(inter_dir, f) for f in os.listdir(inter_dir)):
+            if os.path.isfile(path):
+                stat = os.stat(path)
+                signature.append([path, stat.st_size, stat.st_mtime_ns])
+        self.signature = signature
+        self.dataset = config["dataset"]
+
+    def key(self, kind, params):
+        blob = json.dumps({"data": self.signature, "kind": kind, "params": params}, sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+    def get_or_build(self, kind, params, build):
+        """Return ``build()``'s tensor(s), loading them from disk when an identical graph was built before."""
+        if self.root is None:
+            return build()
+        path = os.path.join(self.root, self.dataset, f"{kind}-{self.key(kind, params)}.pt")
+        if os.path.isfile(path):
+            return torch.load(path, weights_only=True)
+        result = build()
+        from recbole_ssr.safe_io import save_with
+
+        save_with(path, lambda handle: torch.save(result, handle))
+        return result

@@ -28,7 +28,7 @@ Memory: the authors hold every graph as a dense I x I float32 matrix (4·I² byt
 plus autograd copies, so dense LATTICE stops fitting a 16-32 GB machine at roughly 20k items). Here every graph is
 an edge list of I·k·M entries with *identical* values and gradients: the top-k selection runs on row chunks of the
 similarity matrix without gradient, and only the kept similarities are recomputed with autograd
-(:func:`~recbole_ssr.model.layers.knn_edges`). Memory is O(I·k·M·d); each rebuild costs O(I²·d) time, so there is
+(:func:`~recbole_ssr.model.graph.knn_edges`). Memory is O(I·k·M·d); each rebuild costs O(I²·d) time, so there is
 no item-count limit to enforce.
 
 Any number of modalities: one projection, one original and one learned graph per modality, softmax over M weights
@@ -40,35 +40,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_ssr.errors import ConfigError
-from recbole_ssr.model.abstract import MultimodalRecommender
-from recbole_ssr.model.graph import bipartite_edges, sparse_to_csr
-from recbole_ssr.model.layers import (FeatureTables, bipartite_adjacency, edge_propagate, knn_edges,
-                                      lightgcn_propagate, sym_normalize_edges, weighted_knn_item_graph)
+from recbole_ssr.model.abstract import GraphRecommender
+from recbole_ssr.model.graph import (bipartite_adjacency, bipartite_edges, knn_edges, propagate, sparse_to_csr,
+                                     sym_normalize_edges)
 from recbole_ssr.model.losses import bpr_loss, l2_penalty
 
 UI_NORMALIZATIONS = {"rw_self_loops": ("rw", True), "sym": ("sym", False)}
 
 
-class LATTICE(MultimodalRecommender):
-    min_modalities = 1
+class LATTICE(GraphRecommender):
+    """Learned + original item graphs (1-3) over the item IDs (4) on top of LightGCN (5), BPR (6); numbers refer to
+    the module docstring."""
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        dim = config["embedding_size"]
-        self.n_ui_layers = int(config["n_ui_layers"])
-        self.n_layers = int(config["n_layers"])
-        self.knn_k = int(config["knn_k"])
-        self.lambda_coeff = float(config["lambda_coeff"])
+        self.n_ui_layers, self.n_layers = int(config["n_ui_layers"]), int(config["n_layers"])
+        self.knn_k, self.lambda_coeff = int(config["knn_k"]), float(config["lambda_coeff"])
         self.reg_weight = float(config["reg_weight"])
 
-        self.user_embedding = nn.Embedding(self.n_users, dim)
-        self.item_id_embedding = nn.Embedding(self.n_items, dim)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_id_embedding.weight)
-
-        self.features = FeatureTables(self.modality_features, config["finetune_features"])
-        self.projections = nn.ModuleDict({
-            name: nn.Linear(table.shape[1], config["feat_embed_dim"]) for name, table in self.features.items()})
+        self.add_feature_projections(config, config["feat_embed_dim"])  # W_m, b_m of the learned graphs (2)
         n_modalities = len(self.modality_names)
         self.modal_weight = nn.Parameter(torch.full((n_modalities,), 1.0 / n_modalities))
 
@@ -84,7 +74,7 @@ class LATTICE(MultimodalRecommender):
         # frozen original graphs S_m (sym-normalised each), stacked as one edge list tagged by modality
         rows, cols, values, modality = [], [], [], []
         for index, name in enumerate(self.modality_names):
-            graph = weighted_knn_item_graph(self, name, self.knn_k).coalesce()
+            graph = self.knn_item_graph(name, self.knn_k, weighted=True).coalesce()
             rows.append(graph.indices()[0])
             cols.append(graph.indices()[1])
             values.append(graph.values())
@@ -125,7 +115,7 @@ class LATTICE(MultimodalRecommender):
     def _item_graph_operator(self):
         """The item graph for this forward: ``(edge list with gradient, None)`` when it is (re)built in training,
         else ``(None, detached CSR matrix)`` (the later batches of an epoch, and evaluation under no_grad).
-        Sparse products with a CSR matrix are ~15x faster on CPU than the differentiable edge-list product."""
+        Sparse products with a CSR matrix are much faster on CPU than the differentiable edge-list product."""
         if self.training and not self._rebuild and self._item_adj is not None:
             return None, self._item_adj
         rows, cols, values = self.item_graph()
@@ -141,11 +131,8 @@ class LATTICE(MultimodalRecommender):
     # -- model --------------------------------------------------------------------------------------------------
     def forward(self):
         edges, adjacency = self._item_graph_operator()
-        h = self.item_id_embedding.weight
-        for _ in range(self.n_layers):
-            h = edge_propagate(*edges, h, self.n_items) if edges is not None else torch.sparse.mm(adjacency, h)
-        users, items = lightgcn_propagate(self.ui_adj, self.user_embedding.weight, self.item_id_embedding.weight,
-                                          self.n_ui_layers)
+        h = propagate(edges if edges is not None else adjacency, self.item_id_embedding.weight, self.n_layers)
+        users, items = self.lightgcn(self.ui_adj, self.n_ui_layers)
         return users, items + F.normalize(h, p=2, dim=1)
 
     def calculate_loss(self, interaction):

@@ -33,19 +33,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_ssr.errors import ConfigError
-from recbole_ssr.model.abstract import MultimodalRecommender
-from recbole_ssr.model.graph import bipartite_edges
+from recbole_ssr.model.abstract import GraphRecommender
+from recbole_ssr.model.graph import bipartite_edges, propagate
 from recbole_ssr.model.losses import bpr_loss
-from recbole_ssr.model.layers import lightgcn_propagate
-from recbole_ssr.model.layers import propagate
 
 
-class LGMRec(MultimodalRecommender):
-    min_modalities = 1
+class LGMRec(GraphRecommender):
+    """Local (collaborative + modality graph) and global (hypergraph) embeddings; see the module docstring."""
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        dim = config["embedding_size"]
+        dim = self.embedding_size
         feat_dim = config["feat_embed_dim"] or dim
         if feat_dim != dim:
             raise ConfigError(f"LGMRec adds modality and ID embeddings: feat_embed_dim ({feat_dim}) must equal "
@@ -65,11 +63,6 @@ class LGMRec(MultimodalRecommender):
         self.cl_weight = config["cl_weight"]
         self.reg_weight = config["reg_weight"]
         self.gumbel_at_eval = bool(config["gumbel_at_eval"])
-
-        self.user_embedding = nn.Embedding(self.n_users, dim)
-        self.item_id_embedding = nn.Embedding(self.n_items, dim)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_id_embedding.weight)
 
         self.register_buffer("norm_adj", self.norm_adj_matrix(), persistent=False)
         users, items = bipartite_edges(self.interaction_matrix)
@@ -91,9 +84,10 @@ class LGMRec(MultimodalRecommender):
     # -- local ---------------------------------------------------------------------------------------------------
     def collaborative(self):
         """E^c."""
-        users, items = self.user_embedding.weight, self.item_id_embedding.weight
         if self.cf_model == "lightgcn":
-            users, items = lightgcn_propagate(self.norm_adj, users, items, self.n_ui_layers)
+            users, items = self.lightgcn(self.norm_adj, self.n_ui_layers)
+        else:
+            users, items = self.user_embedding.weight, self.item_id_embedding.weight
         return torch.cat([users, items], dim=0)
 
     def modality_graph(self, name):

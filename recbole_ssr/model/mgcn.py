@@ -28,46 +28,17 @@ original features, built once.
 import torch
 from torch import nn
 
-from recbole_ssr.model.abstract import MultimodalRecommender
-from recbole_ssr.model.losses import bpr_loss, info_nce, l2_penalty
-from recbole_ssr.model.layers import FeatureTables, lightgcn_propagate, weighted_knn_item_graph
-from recbole_ssr.model.layers import per_modality, propagate, user_item_block
+from recbole_ssr.model.abstract import MultiViewRecommender
+from recbole_ssr.model.layers import gate
 
 
-def gate(dim):
-    """σ(W x + b), the purifier / preference gate."""
-    return nn.Sequential(nn.Linear(dim, dim), nn.Sigmoid())
-
-
-class MGCN(MultimodalRecommender):
-    min_modalities = 1
+class MGCN(MultiViewRecommender):
+    """Views, ID embeddings, graphs and loss: :class:`~recbole_ssr.model.abstract.MultiViewRecommender`; here the
+    purifier (1) and the behaviour-aware fuser (4)."""
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        dim = config["embedding_size"]
-        self.n_ui_layers = config["n_ui_layers"]
-        self.n_layers = config["n_layers"]
-        self.reg_weight = config["reg_weight"]
-        self.cl_weight = config["cl_loss"]
-        self.temperature = config["cl_temperature"]
-
-        self.user_embedding = nn.Embedding(self.n_users, dim)
-        self.item_id_embedding = nn.Embedding(self.n_items, dim)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_id_embedding.weight)
-
-        norm_adj = self.norm_adj_matrix()
-        self.register_buffer("norm_adj", norm_adj, persistent=False)
-        self.register_buffer("user_item", user_item_block(norm_adj, self.n_users, self.n_items), persistent=False)
-        knn_k = per_modality(config["knn_k"], self.modality_names, "knn_k")
-        for name in self.modality_names:
-            self.register_buffer(f"item_graph_{name}", weighted_knn_item_graph(self, name, knn_k[name]),
-                                 persistent=False)
-
-        finetune = bool(config["finetune_features"])
-        self.features = FeatureTables(self.modality_features, trainable=finetune)
-        self.projection = nn.ModuleDict({
-            name: nn.Linear(self.modality_feature(name).shape[1], dim) for name in self.modality_names})
+        dim = self.embedding_size
         self.purifier = nn.ModuleDict({name: gate(dim) for name in self.modality_names})
         self.preference = nn.ModuleDict({name: gate(dim) for name in self.modality_names})
         self.query_common = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1, bias=False))
@@ -78,9 +49,8 @@ class MGCN(MultimodalRecommender):
         return self.item_id_embedding.weight * self.purifier[name](projected)
 
     def modality_view(self, name):
-        """Item-item view of one modality: [R̂ Ē_m,i ; Ē_m,i] with Ē_m,i = S_m^L Ẽ_m."""
-        items = propagate(getattr(self, f"item_graph_{name}"), self.purified(name), self.n_layers)
-        return torch.cat([torch.sparse.mm(self.user_item, items), items], dim=0)
+        """Item-item view of one modality (3): [R̂ Ē_m,i ; Ē_m,i] with Ē_m,i = S_m^L Ẽ_m."""
+        return self.item_item_view(name, self.purified(name))
 
     def fuse(self, views, content):
         """Behaviour-aware fuser over the M modality views -> side embedding."""
@@ -93,23 +63,6 @@ class MGCN(MultimodalRecommender):
 
     def views(self):
         """(final, side, content) embeddings of all nodes, users first."""
-        content = torch.cat(lightgcn_propagate(self.norm_adj, self.user_embedding.weight,
-                                               self.item_id_embedding.weight, self.n_ui_layers), dim=0)
+        content = self.content()
         side = self.fuse([self.modality_view(name) for name in self.modality_names], content)
         return content + side, side, content
-
-    def forward(self):
-        final, _, _ = self.views()
-        return torch.split(final, [self.n_users, self.n_items], dim=0)
-
-    def calculate_loss(self, interaction):
-        users, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        final, side, content = self.views()
-        user_e, item_e = torch.split(final, [self.n_users, self.n_items], dim=0)
-        side_u, side_i = torch.split(side, [self.n_users, self.n_items], dim=0)
-        content_u, content_i = torch.split(content, [self.n_users, self.n_items], dim=0)
-        u, i, j = user_e[users], item_e[pos], item_e[neg]
-        loss = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
-        cl = (info_nce(side_i[pos], content_i[pos], self.temperature)
-              + info_nce(side_u[users], content_u[users], self.temperature))
-        return loss + self.reg_weight * 0.5 * l2_penalty(u, i, j) + self.cl_weight * cl

@@ -31,16 +31,11 @@ import torch
 from torch import nn
 
 from recbole_ssr.errors import ConfigError
-from recbole_ssr.model.abstract import MultimodalRecommender
-from recbole_ssr.model.losses import bpr_loss, info_nce, l2_penalty
-from recbole_ssr.model.layers import FeatureTables, lightgcn_propagate, weighted_knn_item_graph
-from recbole_ssr.model.layers import per_modality, propagate, sparse_max, user_item_block
+from recbole_ssr.model.abstract import MultiViewRecommender
+from recbole_ssr.model.graph import sparse_max
+from recbole_ssr.model.layers import gate
 
 FUSION = "_fusion"  # key of the fusion view next to the modality names
-
-
-def gate(dim):
-    return nn.Sequential(nn.Linear(dim, dim), nn.Sigmoid())
 
 
 class SpectralFilter(nn.Module):
@@ -77,37 +72,16 @@ class SpectralFilter(nn.Module):
         return self.filter_spectrum(self.spectrum(signal))
 
 
-class SMORE(MultimodalRecommender):
-    min_modalities = 1
+class SMORE(MultiViewRecommender):
+    """Views, ID embeddings, graphs and loss: :class:`~recbole_ssr.model.abstract.MultiViewRecommender`; here the
+    spectral front end (1), the purifiers (2), the fusion graph (3) and the modality-aware preference (4)."""
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        dim = config["embedding_size"]
-        self.n_ui_layers = config["n_ui_layers"]
-        self.n_layers = config["n_layers"]
-        self.reg_weight = config["reg_weight"]
-        self.cl_weight = config["cl_loss"]
-        self.temperature = config["cl_temperature"]
-
-        self.user_embedding = nn.Embedding(self.n_users, dim)
-        self.item_id_embedding = nn.Embedding(self.n_items, dim)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_id_embedding.weight)
-
-        norm_adj = self.norm_adj_matrix()
-        self.register_buffer("norm_adj", norm_adj, persistent=False)
-        self.register_buffer("user_item", user_item_block(norm_adj, self.n_users, self.n_items), persistent=False)
-        knn_k = per_modality(config["knn_k"], self.modality_names, "knn_k")
-        graphs = {name: weighted_knn_item_graph(self, name, knn_k[name]) for name in self.modality_names}
-        graphs[FUSION] = sparse_max(list(graphs.values()))
-        for name, graph in graphs.items():
-            self.register_buffer(f"item_graph_{name}", graph, persistent=False)
-
-        finetune = bool(config["finetune_features"])
+        dim = self.embedding_size
+        fusion_graph = sparse_max([getattr(self, f"item_graph_{name}") for name in self.modality_names])
+        self.register_buffer(f"item_graph_{FUSION}", fusion_graph, persistent=False)
         views = self.modality_names + [FUSION]
-        self.features = FeatureTables(self.modality_features, trainable=finetune)
-        self.projection = nn.ModuleDict({
-            name: nn.Linear(self.modality_feature(name).shape[1], dim) for name in self.modality_names})
         init = config["spectral_filter_init"] or "randn"
         self.filters = nn.ModuleDict({name: SpectralFilter(dim, init) for name in views})
         self.purifier = nn.ModuleDict({name: gate(dim) for name in views})
@@ -128,17 +102,11 @@ class SMORE(MultimodalRecommender):
         signals[FUSION] = self.filters[FUSION].filter_spectrum(product)
         return signals
 
-    def item_item_view(self, name, signal):
-        """Purified item IDs over the view's item graph, lifted to users: [R̂ Ē_i ; Ē_i]."""
-        purified = self.item_id_embedding.weight * self.purifier[name](signal)
-        items = propagate(getattr(self, f"item_graph_{name}"), purified, self.n_layers)
-        return torch.cat([torch.sparse.mm(self.user_item, items), items], dim=0)
-
     def views(self):
         """(final, side, content) embeddings of all nodes, users first."""
-        content = torch.cat(lightgcn_propagate(self.norm_adj, self.user_embedding.weight,
-                                               self.item_id_embedding.weight, self.n_ui_layers), dim=0)
-        views = {name: self.item_item_view(name, signal) for name, signal in self.spectral_signals().items()}
+        content = self.content()
+        views = {name: self.item_item_view(name, self.item_id_embedding.weight * self.purifier[name](signal))
+                 for name, signal in self.spectral_signals().items()}
         fusion = views[FUSION]
         parts = []
         for name in self.modality_names:
@@ -147,19 +115,3 @@ class SMORE(MultimodalRecommender):
         parts.append(self.dropout(self.preference[FUSION](content)) * fusion)
         side = torch.stack(parts, dim=0).mean(dim=0)
         return content + side, side, content
-
-    def forward(self):
-        final, _, _ = self.views()
-        return torch.split(final, [self.n_users, self.n_items], dim=0)
-
-    def calculate_loss(self, interaction):
-        users, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        final, side, content = self.views()
-        user_e, item_e = torch.split(final, [self.n_users, self.n_items], dim=0)
-        side_u, side_i = torch.split(side, [self.n_users, self.n_items], dim=0)
-        content_u, content_i = torch.split(content, [self.n_users, self.n_items], dim=0)
-        u, i, j = user_e[users], item_e[pos], item_e[neg]
-        loss = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
-        cl = (info_nce(side_i[pos], content_i[pos], self.temperature)
-              + info_nce(side_u[users], content_u[users], self.temperature))
-        return loss + self.reg_weight * 0.5 * l2_penalty(u, i, j) + self.cl_weight * cl

@@ -32,7 +32,7 @@ from torch import nn
 
 from recbole_ssr.errors import ConfigError
 from recbole_ssr.model.abstract import MultimodalRecommender
-from recbole_ssr.model.graph import csr_transpose, sparse_product
+from recbole_ssr.model.graph import csr_transpose, propagate
 from recbole_ssr.model.spectral import SpectralBandDecomposer
 from recbole_ssr.model.ssr_layers import (BandGate, BandOperator, band_contrastive_loss, draw_band_keep,
                                           gate_and_rescale, mask_bands)
@@ -45,10 +45,8 @@ class SSR(MultimodalRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.dim = config["embedding_size"]
-        self.num_layers = config["num_layers"]
-        self.n_mm_layers = config["n_mm_layers"]
-        self.num_bands = config["band_num"]
+        self.dim, self.num_bands = config["embedding_size"], config["band_num"]
+        self.num_layers, self.n_mm_layers = config["num_layers"], config["n_mm_layers"]
         self.out_mode = config["out_mode"]
         if self.out_mode not in OUT_MODES:
             raise ConfigError(f"out_mode '{self.out_mode}' is unknown: use one of {', '.join(OUT_MODES)}.")
@@ -80,7 +78,10 @@ class SSR(MultimodalRecommender):
 
         adjacency = self.norm_adj_matrix()
         self.register_buffer("adjacency", adjacency.to_sparse_csr(), persistent=False)
-        self.item_graph = self.multimodal_item_graph(config) if self.modality_names else None
+        self.item_graph = None
+        if self.modality_names:  # S_mm = Σ_m α_m S_m (α: mm_modality_weights)
+            weights = self.modality_weights(key="mm_modality_weights")
+            self.item_graph = self.mixed_item_graph(config["knn_k"], weights).to_sparse_csr()
         self.item_graph_t = csr_transpose(self.item_graph) if self.item_graph is not None else None  # kNN: directed
 
         # (i) bands; (iii) operators and gates for users and items.
@@ -98,23 +99,6 @@ class SSR(MultimodalRecommender):
         self.gate_weights = {}
 
     # -- backbone ------------------------------------------------------------------------------------------------
-    def multimodal_item_graph(self, config):
-        """S_mm = Σ_m α_m S_m (frozen sym-normalised kNN graphs; α from ``mm_modality_weights``)."""
-        weights = self.modality_weights(key="mm_modality_weights")
-        graph = None
-        for name, alpha in zip(self.modality_names, weights):
-            part = self.knn_item_graph(name, config["knn_k"]) * alpha
-            graph = part if graph is None else graph + part
-        return graph.coalesce().to_sparse_csr()
-
-    def propagate(self, signal):
-        """Σ_{l=0..L} Â^l H (LightGCN sum, docs/ssr.md "Backbone")."""
-        total, layer = signal, signal
-        for _ in range(self.num_layers):
-            layer = sparse_product(self.adjacency, layer)  # Â is symmetric
-            total = total + layer
-        return total
-
     def graph_signal(self):
         """(X = R + Q [N, D], R [N, D]): node representation plus side signal, users first."""
         user_inputs = [self.user_preference[m].weight for m in self.branches]
@@ -122,15 +106,13 @@ class SSR(MultimodalRecommender):
             self.content_encoders[m](self.raw_features[m]) for m in self.modality_names]
         h0 = torch.cat([torch.cat([F.normalize(u, dim=1), F.normalize(i, dim=1)], dim=0)
                         for u, i in zip(user_inputs, item_inputs)], dim=1)
-        z = self.propagate(h0)
+        z = propagate(self.adjacency, h0, self.num_layers, combine="sum", transpose=self.adjacency)  # Σ_l Â^l H⁰
         z_users, z_items = z[: self.n_users], z[self.n_users:]
         branch_weights = self.user_branch_weights.repeat_interleave(self.dim, dim=1)
         r_users = z_users * branch_weights
         q_users = torch.cat(user_inputs, dim=1)
-        q_items = z_items
-        if self.item_graph is not None:
-            for _ in range(self.n_mm_layers):
-                q_items = sparse_product(self.item_graph, q_items, self.item_graph_t)
+        if self.item_graph is not None:  # S_mm^n Z_items
+            q_items = propagate(self.item_graph, z_items, self.n_mm_layers, transpose=self.item_graph_t)
         else:
             q_items = torch.zeros_like(z_items)
         r = torch.cat([r_users, z_items], dim=0)
@@ -293,12 +275,7 @@ class SSR(MultimodalRecommender):
     @torch.no_grad()
     def band_signal(self):
         """(bands [N, M, D] before stage (iii), X [N, D]) of the current parameters, users first, with exact band
-        edges for this signal (as in evaluation). The decomposer's edge-tracking state is restored afterwards, so
-        calling this between training steps leaves training unchanged."""
-        saved = dict(self.decomposer.__dict__)
-        try:
-            self.decomposer.refresh()
-            signal, _ = self.graph_signal()
-            return self.decomposer(signal).transpose(0, 1), signal
-        finally:
-            self.decomposer.__dict__.update(saved)
+        edges for this signal (as in evaluation). The bands are cut with a fresh band-edge state, so the
+        decomposer's own state (and so training) is left unchanged."""
+        signal, _ = self.graph_signal()
+        return self.decomposer(signal, state=self.decomposer.new_state()).transpose(0, 1), signal
