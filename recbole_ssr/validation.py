@@ -47,13 +47,15 @@ RANGES = {
     "learning_rate": ("float", 0.0, None),
     "weight_decay": ("float", 0.0, None),
     "tau": ("float", 0.0, None),
+    "align_weight": ("float", 0.0, None),
+    "align_temperature": ("float", 0.0, None),
     "mask_rate": ("float", 0.0, 1.0),
     "dropout": ("float", 0.0, 1.0),
     "dropout_prob": ("float", 0.0, 1.0),
     "cold_item_ratio": ("float", 0.0, 1.0),
 }
 #: keys whose value must be strictly above the lowest bound
-STRICT_LOWER = frozenset({"tau"})
+STRICT_LOWER = frozenset({"tau", "align_temperature"})
 #: keys whose default is a list but a single value is accepted (RecBole wraps it)
 SCALAR_OR_LIST = frozenset({"topk", "metrics", "use_modalities", "gpu_id"})
 

@@ -334,3 +334,48 @@ def test_user_branch_weights_start_as_a_softmax_and_are_used_linearly(make_mmrec
         _, after = model.graph_signal()
     torch.testing.assert_close(after[: model.n_users], 3 * before[: model.n_users])
     torch.testing.assert_close(after[model.n_users:], before[model.n_users:])
+
+
+def test_band_scale_multiplies_the_bands_in_training_and_evaluation(make_mmrec):
+    """band_scale [1, 1, 0] scores exactly as the full model with the high band removed at inference, and in
+    training the step sees the scaled bands (same loss as the plain whole-bands implementation of scaled bands)."""
+    from recbole_ssr.errors import ConfigError
+
+    full, _ = build(make_mmrec)
+    without_high, _ = build(make_mmrec, band_scale=[1.0, 1.0, 0.0])
+    full.eval(), without_high.eval()
+    full.remove_band_at_inference(2)
+    for a, b in zip(full.forward(), without_high.forward()):
+        torch.testing.assert_close(a, b)
+    halved, _ = build(make_mmrec, band_scale=[1.0, 1.0, 0.5], mask_weight=0.0, cl_weight=0.0)
+    plain, _ = build(make_mmrec, mask_weight=0.0, cl_weight=0.0)
+    interaction = batch(halved)
+    real_bands_at = plain.decomposer.bands_at
+    plain.decomposer.bands_at = lambda x, rows: real_bands_at(x, rows) * torch.tensor([1.0, 1.0, 0.5])[:, None]
+    assert grads_after_loss(halved, interaction)[0] == pytest.approx(grads_after_loss(plain, interaction)[0],
+                                                                     rel=1e-6)
+    for bad in ([1.0, 1.0], [1.0, -1.0, 1.0], "high"):
+        with pytest.raises(ConfigError, match="band_scale"):
+            build(make_mmrec, band_scale=bad)
+
+
+def test_alignment_term_is_the_id_content_infonce_and_off_by_default(make_mmrec):
+    from recbole_ssr.model.losses import info_nce
+
+    base = dict(mask_weight=0.0, cl_weight=0.0)
+    aligned, _ = build(make_mmrec, align_weight=0.5, **base)
+    plain, _ = build(make_mmrec, **base)
+    assert plain.align_weight == 0.0  # the paper's model unless switched on
+    interaction = batch(aligned)
+    _, node = aligned.graph_signal()
+    users, items, _ = aligned.node_rows(interaction)
+    expected = 0.0
+    for nodes in (torch.unique(users), torch.unique(items)):
+        rows = node[nodes]
+        ids, content = rows[:, :aligned.dim], (rows[:, aligned.dim:2 * aligned.dim]
+                                               + rows[:, 2 * aligned.dim:]) / 2  # two modalities: image, text
+        expected += ((info_nce(ids, content, 0.2) + info_nce(content, ids, 0.2)) / 2).item()
+    difference = aligned.calculate_loss(interaction).item() - plain.calculate_loss(interaction).item()
+    assert difference == pytest.approx(0.5 * expected, rel=1e-4)
+    _, grads = grads_after_loss(aligned, interaction)
+    assert grads["item_id_embedding.weight"].abs().sum() > 0

@@ -14,6 +14,10 @@ Pipeline (docs/ssr.md, our notation):
 * (iii) G-HSNO band operator and band gating (separate modules for users and items), ``out_mode``
   ``aggr`` (score ⟨h_u, h_i⟩), ``spec`` (per-band embeddings) or ``mix`` (both).
 * (iv) band-wise cross-modal InfoNCE over every pair of content modalities.
+* Opt-in extensions beyond the paper (docs/ssr.md, "Extensions"; off by default): ``band_scale`` multiplies each
+  band before stage (iii), in training and evaluation (e.g. ``[1, 1, 0.5]`` attenuates the high band);
+  ``align_weight`` adds an ID↔content InfoNCE on the node representation R (the ID branch against the mean of the
+  content branches), as MGCN and SMORE align their ID and content views.
 
 Loss: BCE with one mean over the 2B logits of the batch (B positives labelled 1, B sampled negatives labelled 0)
 + reg_weight·Ω (Ω counted once per side, users' and items' modules, in each pass: clean, and masked when masking
@@ -33,6 +37,7 @@ from torch import nn
 from recbole_ssr.errors import ConfigError
 from recbole_ssr.model.abstract import MultimodalRecommender
 from recbole_ssr.model.graph import csr_transpose, propagate
+from recbole_ssr.model.losses import info_nce
 from recbole_ssr.model.spectral import SpectralBandDecomposer
 from recbole_ssr.model.ssr_layers import (BandGate, BandOperator, band_contrastive_loss, draw_band_keep,
                                           gate_and_rescale, mask_bands)
@@ -94,6 +99,9 @@ class SSR(MultimodalRecommender):
         self.operators = nn.ModuleDict({s: BandOperator(self.num_bands, width, rank) for s in ("user", "item")})
         self.gates = nn.ModuleDict({s: BandGate(self.num_bands, width) for s in ("user", "item")})
         self.chunk_slices = [slice(k * self.dim, (k + 1) * self.dim) for k in range(1, len(self.branches))]
+        # Opt-in extensions (off by default): per-band multipliers, ID↔content alignment.
+        self.band_scale = self.band_multipliers(config["band_scale"])
+        self.align_weight, self.align_temperature = float(config["align_weight"]), float(config["align_temperature"])
         # Diagnostics (recbole_ssr.analysis; never used in training): a band zeroed at inference, last gate weights.
         self.inference_drop_band = None
         self.gate_weights = {}
@@ -166,7 +174,7 @@ class SSR(MultimodalRecommender):
         # the batch's distinct nodes, sorted: users (< n_users) first, then items; `inverse` maps batch rows to them
         rows, inverse = torch.unique(torch.cat([users, pos, neg]), return_inverse=True)
         num_users = int(torch.searchsorted(rows, self.n_users))
-        bands = self.decomposer.bands_at(signal, rows)  # (i) at these rows only: [R, M, D]
+        bands = self.scaled(self.decomposer.bands_at(signal, rows))  # (i) at these rows only: [R, M, D]
         keep = draw_band_keep(len(rows), self.num_bands, self.mask_rate, rows.device) if self.masking else None
         clean, masked, omega = self.reason_rows(bands, node[rows], num_users, keep)
         batch_rows = inverse.split(batch)  # users, positives, negatives
@@ -182,6 +190,9 @@ class SSR(MultimodalRecommender):
         if self.cl_weight > 0 and len(self.chunk_slices) >= 2:
             user_rows = torch.arange(num_users, device=rows.device)
             loss = loss + self.cl_weight * self.contrastive_loss(bands, [user_rows, torch.unique(batch_rows[1])])
+        if self.align_weight > 0 and self.chunk_slices:
+            user_rows = torch.arange(num_users, device=rows.device)
+            loss = loss + self.align_weight * self.alignment_loss(node[rows], [user_rows, torch.unique(batch_rows[1])])
         return loss
 
     def reason_rows(self, bands, node, num_users, keep=None):
@@ -227,6 +238,38 @@ class SSR(MultimodalRecommender):
             total = total + band_contrastive_loss(bands[index], self.chunk_slices, self.temperature)
         return total
 
+    def alignment_loss(self, node, node_sets):
+        """(extension) symmetric InfoNCE between the ID branch of R and the mean of its content branches, for the
+        batch's distinct users and positive items (rows of ``node`` [R, D]), each capped at ``cl_max_nodes``."""
+        total = node.new_zeros(())
+        for index in node_sets:
+            if self.cl_max_nodes and len(index) > self.cl_max_nodes:
+                index = index[torch.randperm(len(index), device=index.device)[: self.cl_max_nodes]]
+            rows = node[index]
+            ids = rows[:, : self.dim]
+            content = torch.stack([rows[:, part] for part in self.chunk_slices]).mean(dim=0)
+            total = total + (info_nce(ids, content, self.align_temperature)
+                             + info_nce(content, ids, self.align_temperature)) / 2
+        return total
+
+    def band_multipliers(self, value):
+        """``band_scale``: None, or one non-negative multiplier per band -> a [M, 1] tensor."""
+        if value is None:
+            return None
+        values = list(value) if isinstance(value, (list, tuple)) else None
+        if (values is None or len(values) != self.num_bands
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values)):
+            raise ConfigError(f"band_scale: expected ~ or a list of {self.num_bands} non-negative numbers (one per "
+                              f"band, low to high; band_num is {self.num_bands}), got {value!r}. E.g. "
+                              f"{[1.0] * (self.num_bands - 1) + [0.5]} attenuates the highest band.")
+        return torch.tensor(values, dtype=torch.float32).unsqueeze(-1)
+
+    def scaled(self, bands):
+        """Bands [R, M, D] times ``band_scale`` (unchanged without it)."""
+        if self.band_scale is None:
+            return bands
+        return bands * self.band_scale.to(bands.device, bands.dtype)
+
     # -- evaluation --------------------------------------------------------------------------------------------------
     def pre_epoch_processing(self, epoch):
         self.decomposer.refresh()  # an exact band-edge estimate at the start of every epoch
@@ -236,7 +279,7 @@ class SSR(MultimodalRecommender):
         """Whole-graph user and item representations for scoring (no masking), by ``out_mode``."""
         self.decomposer.refresh()
         signal, node = self.graph_signal()
-        bands = self.decomposer(signal).transpose(0, 1)
+        bands = self.scaled(self.decomposer(signal).transpose(0, 1))
         if self.inference_drop_band is not None:  # diagnostics: one band removed before stage (iii)
             bands = bands.clone()
             bands[:, self.inference_drop_band] = 0
