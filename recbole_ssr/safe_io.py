@@ -107,3 +107,30 @@ def check_writable_file(path, what):
     if os.path.isdir(path):
         raise ConfigError(f"{what} {path} is a folder, but a file path is expected (e.g. {os.path.join(path, 'results.json')}).")
     check_writable_folder(os.path.dirname(os.path.abspath(path)), f"{what} {path}: its folder")
+
+
+def publish_folder(staging, target, marker=None):
+    """Rename the finished folder ``staging`` to ``target`` (absent or empty) of a content-keyed cache. When
+    another process published the same content first (``target`` holds its ``marker`` file), keep theirs and drop
+    ours; any other failure is raised. Either way ``target`` is whole afterwards."""
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if marker is not None and not os.path.isfile(os.path.join(target, marker)):
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        shutil.rmtree(staging, ignore_errors=True)  # another process finished the same content first
+
+
+@contextmanager
+def staged_folder(target, marker=None):
+    """``with staged_folder(target) as staging:`` write the folder's files into ``staging`` (beside ``target``, on
+    the same file system); it is published at ``target`` (:func:`publish_folder`) when the block succeeds and
+    removed when it fails, so a reader never sees half a folder."""
+    staging = new_staging_folder(target)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish_folder(staging, target, marker)

@@ -482,7 +482,7 @@ def _prepare_driver(model, dataset, config_files, base_config_dict, searched):
     import copy
 
     from recbole_ssr.config import Config
-    from recbole_ssr.utils import create_dataset
+    from recbole_ssr.data.source import prepare_source
 
     config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(base_config_dict))
     from recbole_ssr.validation import EXTRA_KEYS, check_known_keys, check_output_locations
@@ -498,8 +498,7 @@ def _prepare_driver(model, dataset, config_files, base_config_dict, searched):
             raise ConfigError(f"search keys {', '.join(k for k in searched if k.startswith(root + '.'))} set entries "
                               f"of '{root}', but {model}'s '{root}' is {value!r}, not a mapping.")
         mappings[root] = copy.deepcopy(dict(value or {}))
-    data = create_dataset(config)  # converts MMRec folders / builds the embedded dataset into the shared cache
-    del data
+    prepare_source(config)  # converts MMRec folders / builds the embedded dataset into the shared cache (no load)
     return {
         "mappings": mappings,
         "model": config["model"],
