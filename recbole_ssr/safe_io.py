@@ -8,6 +8,7 @@ file system), so a kill, a full disk or a crash leaves either the old file or th
 import json
 import os
 import shutil
+import time
 import uuid
 from contextlib import contextmanager, suppress
 
@@ -107,6 +108,21 @@ def check_writable_file(path, what):
     if os.path.isdir(path):
         raise ConfigError(f"{what} {path} is a folder, but a file path is expected (e.g. {os.path.join(path, 'results.json')}).")
     check_writable_folder(os.path.dirname(os.path.abspath(path)), f"{what} {path}: its folder")
+
+
+def new_stamped_folder(root, prefix, what="folder"):
+    """``<root>/<prefix>-<YYYYmmdd-HHMMSS>[-n]``, created now and never reused (a second one in the same second gets
+    ``-2``, ``-3``, ...): every search, benchmark and analysis writes to a folder of its own."""
+    os.makedirs(root, exist_ok=True)
+    base = os.path.join(root, f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
+    for n in range(1, 1000):
+        folder = base if n == 1 else f"{base}-{n}"
+        try:
+            os.makedirs(folder)
+            return folder
+        except FileExistsError:
+            continue
+    raise ConfigError(f"cannot create a new {what} under {root}.")
 
 
 def publish_folder(staging, target, marker=None):
