@@ -26,6 +26,8 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 
+import torch
+
 from recbole_ssr import compat
 from recbole_ssr.errors import ConfigError
 from recbole_ssr.quick_start import run
@@ -112,6 +114,11 @@ def run_isolated(model, dataset, config_files, config_dict):
             return {"status": "failed", "error": f"worker process died: {type(exc).__name__}: {exc}"}
 
 
+def set_torch_threads(cpus):
+    """torch's CPU threads for a run given ``cpus`` CPUs by Ray (fractions round down, at least one)."""
+    torch.set_num_threads(max(1, int(math.floor(cpus))))
+
+
 def _ray_task(model, dataset, config_files, config_dict, cpus):
     """Body of a Ray task: one run in a scratch folder of the node (RecBole's log/ and checkpoints stay there and
     are removed; the outcome travels back to the driver)."""
@@ -119,10 +126,9 @@ def _ray_task(model, dataset, config_files, config_dict, cpus):
     import tempfile
 
     import ray
-    import torch
 
     compat.apply()
-    torch.set_num_threads(max(1, int(math.floor(cpus))))
+    set_torch_threads(cpus)
     started = time.time()
     scratch = tempfile.mkdtemp(prefix="recbole_ssr_run_")
     previous = os.getcwd()

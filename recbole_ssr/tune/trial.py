@@ -4,7 +4,6 @@ reports its validation result after every evaluation), and the re-evaluation of 
 Importing this module in a worker applies the compat fixes (:mod:`recbole_ssr.quick_start` does).
 """
 
-import math
 import os
 import shutil
 
@@ -12,6 +11,7 @@ from recbole.utils import init_seed
 
 from recbole_ssr.quick_start import prepare, run
 from recbole_ssr.report import improves, plain
+from recbole_ssr.runner import set_torch_threads
 from recbole_ssr.safe_io import write_json
 from recbole_ssr.search_space import apply_params
 from recbole_ssr.utils import get_model, get_trainer
@@ -52,12 +52,6 @@ def trial_config_dict(base, params, trial_dir):
     return config_dict
 
 
-def _set_threads(cpus):
-    import torch
-
-    torch.set_num_threads(max(1, int(math.floor(cpus))))
-
-
 def _node_id():
     """The Ray node this process runs on (None outside Ray)."""
     try:
@@ -78,7 +72,7 @@ def trial_main(params, base):
     shutil.rmtree(os.path.join(trial_dir, CHECKPOINTS), ignore_errors=True)  # a restarted trial starts afresh
     os.makedirs(trial_dir, exist_ok=True)
     os.chdir(trial_dir)
-    _set_threads(base["cpus_per_trial"])
+    set_torch_threads(base["cpus_per_trial"])
     config_dict = trial_config_dict(base, params, trial_dir)
     strict = bool(config_dict.get("early_stop_strict", base["early_stop_strict"]))
     tracker = BestTracker(bigger=base["bigger"], strict=strict)
@@ -126,7 +120,7 @@ def evaluate_checkpoint(model, dataset, config_file_list, config_dict, checkpoin
 
 
 def evaluate_checkpoint_task(base, params, trial_dir, checkpoint):
-    _set_threads(base["cpus_per_trial"])
+    set_torch_threads(base["cpus_per_trial"])
     previous = os.getcwd()
     os.chdir(trial_dir)  # RecBole's log/ folders go to the trial, not the worker's cwd
     try:
