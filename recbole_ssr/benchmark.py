@@ -14,28 +14,19 @@ Standard deviations are sample standard deviations (ddof = 1; 0 for one seed).
 """
 
 import argparse
-import csv
-import json
-import math
 import os
 import sys
 import time
 
+from recbole_ssr.config import Config
 from recbole_ssr.errors import RecboleSSRError
-from recbole_ssr.quick_start import write_json
-from recbole_ssr.safe_io import atomic_write
+from recbole_ssr.report import append_jsonl, load_runs, mean_std, write_csv
+from recbole_ssr.runner import RunSpec, run_many
+from recbole_ssr.safe_io import check_writable_file, write_json
+from recbole_ssr.search_space import inline_config_files
+from recbole_ssr.validation import check_output_locations
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
-
-
-def mean_std(values):
-    values = [float(v) for v in values]
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def summarise(runs, models):
@@ -57,7 +48,8 @@ def summarise(runs, models):
     return rows
 
 
-def markdown_table(rows, seeds):
+def results_table(rows, seeds):
+    """The side-by-side table (markdown) of the summary rows."""
     header = ("| model | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | best epoch | s/epoch | params | peak MB |\n"
               "|---|---|---|---|---|---|---|---|---|")
     lines = [header]
@@ -76,11 +68,6 @@ def markdown_table(rows, seeds):
 def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, results_path=None, ray_runs=None):
     """Every model with every seed, one table. ``ray_runs`` (``{"cpus_per_run": c, "gpus_per_run": g}``): the runs
     are Ray tasks of the current Ray session (``--address``) instead of local processes."""
-    from recbole_ssr.config import Config
-    from recbole_ssr.runner import RunSpec, run_many
-    from recbole_ssr.safe_io import check_writable_file
-    from recbole_ssr.validation import check_output_locations
-
     overrides = dict(overrides or {})
     paths = {}
     for model in models:  # a typo or a bad setting fails now, not after hours of runs
@@ -100,14 +87,11 @@ def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, 
             config_dict = dict(overrides, seed=base_seed + offset)
             files = list(config_files or [])
             if ray_runs is not None:  # a task on another node cannot read the driver's files: ship their content
-                from recbole_ssr.search_space import inline_config_files
-
                 config_dict, files = {**inline_config_files(files), **config_dict, **paths[model]}, []
             specs.append(RunSpec(model, dataset, base_seed + offset, config_dict, files))
 
-    def keep(outcome):  # kept if the batch is interrupted
-        with open(progress_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(outcome, default=str) + "\n")
+    def keep(_, outcome):  # kept if the batch is interrupted
+        append_jsonl(progress_path, outcome)
 
     runs = run_many(specs, on_result=keep, use_ray=ray_runs is not None, **(ray_runs or {}))
     seed_list = [base_seed + i for i in range(seeds)]
@@ -123,44 +107,15 @@ def default_results_path(dataset):
 def write_outputs(dataset, models, seeds, runs, results_path=None):
     """Summarise ``runs``, print the table, write ``<results>.json`` and ``<results>.csv``; returns the rows."""
     rows = summarise(runs, models)
-    table = markdown_table(rows, len(seeds))
+    table = results_table(rows, len(seeds))
     print(table)
     results_path = results_path or default_results_path(dataset)
     stem = results_path[:-5] if results_path.endswith(".json") else results_path
     write_json(f"{stem}.json", {"dataset": dataset, "models": models, "seeds": list(seeds),
                                 "summary": rows, "runs": runs, "table": table})
-    with atomic_write(f"{stem}.csv", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(f"{stem}.csv", rows)
     print(f"\nwritten: {stem}.json, {stem}.csv")
     return rows
-
-
-def load_runs(paths):
-    """Runs from result files: single-run ``--results`` JSONs, side-by-side/analysis JSONs (key ``runs``) or
-    ``runs.jsonl`` progress files. Raises RecboleSSRError naming the file when one is none of these."""
-
-    runs = []
-    for path in paths:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                if path.endswith(".jsonl"):
-                    found = [json.loads(line) for line in handle if line.strip()]
-                else:
-                    payload = json.load(handle)
-                    found = payload["runs"] if isinstance(payload, dict) and "runs" in payload else [payload]
-        except (OSError, ValueError) as exc:
-            raise RecboleSSRError(f"{path}: cannot read results ({exc}).") from exc
-        for run in found:
-            if not isinstance(run, dict) or "model" not in run or ("test_result" not in run and "status" not in run):
-                raise RecboleSSRError(f"{path}: not a results file of run_recbole_ssr.py (expected the JSON written "
-                                      "by --results, a side-by-side/analysis JSON or a runs.jsonl).")
-            run = dict(run)
-            run.setdefault("status", "ok")
-            run.setdefault("seed", (run.get("config") or {}).get("seed"))
-            runs.append(run)
-    return runs
 
 
 def merge(paths, results_path=None):

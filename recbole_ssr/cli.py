@@ -7,6 +7,7 @@ import os
 import sys
 
 from recbole_ssr.errors import ConfigError, RecboleSSRError
+from recbole_ssr.spec import ExperimentSpec
 
 DEFAULT_DATASET = "ml-100k"
 
@@ -89,7 +90,7 @@ def build_parser():
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="FOLDER",
                         help="resume an interrupted search (--tune): the latest unfinished one of this model and "
                              "dataset, or the search FOLDER given")
-    # --- search resources and output (recbole_ssr/tuning.py) ---
+    # --- search resources and output (recbole_ssr/tune/) ---
     parser.add_argument("--cpus_per_trial", type=float, default=None, help="CPUs per trial (--tune; default 1)")
     parser.add_argument("--gpus_per_trial", type=float, default=None,
                         help="GPUs per trial, fractions allowed, e.g. 0.5 (--tune; default 0 = CPU)")
@@ -107,6 +108,8 @@ def build_parser():
 
 
 def parse_args(argv):
+    """The command line as ``(ExperimentSpec, overrides)``: the runner's own options, and every other
+    ``--key=value`` as a configuration key."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     overrides = {}
@@ -121,7 +124,7 @@ def parse_args(argv):
     if args.config_files:
         files = [f for f in args.config_files.replace(",", " ").split() if f]
         args.config_files = [os.path.abspath(f) for f in files]
-    return args, overrides
+    return ExperimentSpec.from_namespace(args), overrides
 
 
 #: errors of the machine rather than of the code (a full disk, a read-only or missing folder): one line, no traceback
@@ -138,60 +141,59 @@ def main(argv=None):
         return 2
     argv = sys.argv[1:] if argv is None else argv
     try:
-        args, overrides = parse_args(argv)
-        if args.tune:
+        spec, overrides = parse_args(argv)
+        if spec.tune:
             from recbole_ssr.paths import resolve_shipped
 
-            args.tune = resolve_shipped(args.tune)  # the documented properties/search/<Model>.yaml, from anywhere
-        if args.results:
+            spec.tune = resolve_shipped(spec.tune)  # the documented properties/search/<Model>.yaml, from anywhere
+        if spec.results:
             from recbole_ssr.safe_io import check_writable_file
 
-            check_writable_file(args.results, "--results")
+            check_writable_file(spec.results, "--results")
         if "show_progress" not in overrides and sys.stdout.isatty():
             overrides["show_progress"] = True
-        if args.analysis_from:
-            if args.analysis != "groups":
+        if spec.analysis_from:
+            if spec.analysis != "groups":
                 raise ConfigError("--analysis_from builds a report from finished runs: it works with "
                                   "--analysis=groups only (the other analyses train their own variants).")
-            args.analysis_from = [f for f in args.analysis_from.replace(",", " ").split() if f]
-            from recbole_ssr.benchmark import load_runs
+            from recbole_ssr.report import load_runs
 
-            found = load_runs(args.analysis_from)
-            args.model = args.model or ",".join(dict.fromkeys(r["model"] for r in found))
-            args.dataset = args.dataset or found[0].get("dataset")
-        models = [m for m in (args.model or default_model()).split(",") if m]
-        dataset = args.dataset or DEFAULT_DATASET
-        if args.tune and (args.tune == "auto" or len(models) > 1 or args.seeds > 1):
+            spec.analysis_from = [f for f in spec.analysis_from.replace(",", " ").split() if f]
+            found = load_runs(spec.analysis_from)
+            spec.model = spec.model or ",".join(dict.fromkeys(r["model"] for r in found))
+            spec.dataset = spec.dataset or found[0].get("dataset")
+        models = [m for m in (spec.model or default_model()).split(",") if m]
+        dataset = spec.dataset or DEFAULT_DATASET
+        # the library modules below import torch and RecBole: imported here so that --help stays fast
+        if spec.tune and (spec.tune == "auto" or len(models) > 1 or spec.seeds > 1):
             from recbole_ssr.tuned_benchmark import run_tuned_benchmark
 
-            if args.tune != "auto" and len(models) > 1:
-                raise ConfigError(f"--tune={args.tune} is one search space; with several models use --tune=auto "
+            if spec.tune != "auto" and len(models) > 1:
+                raise ConfigError(f"--tune={spec.tune} is one search space; with several models use --tune=auto "
                                   "(each model's properties/search/<Model>.yaml).")
-            run_tuned_benchmark(models, dataset, args, overrides)
-        elif args.tune:
-            from recbole_ssr.tuning import run_search
+            run_tuned_benchmark(models, dataset, spec, overrides)
+        elif spec.tune:
+            from recbole_ssr.tune.driver import run_search
 
-            run_search(models[0], dataset, args, overrides)
-        elif args.analysis:
+            run_search(models[0], dataset, spec, overrides)
+        elif spec.analysis:
             from recbole_ssr.analysis import run_analysis
 
-            run_analysis(args.analysis, models, dataset, args, overrides)
-        elif len(models) > 1 or args.seeds > 1:
+            run_analysis(spec.analysis, models, dataset, spec, overrides)
+        elif len(models) > 1 or spec.seeds > 1:
             from recbole_ssr.benchmark import run_side_by_side
+            from recbole_ssr.runner import ray_session
 
-            if args.address:  # every (model, seed) run a Ray task on the cluster
-                from recbole_ssr.tuning import ray_session
-
-                ray_runs = {"cpus_per_run": args.cpus_per_run or 1, "gpus_per_run": args.gpus_per_run or 0}
-                with ray_session(args.address):
-                    run_side_by_side(models, dataset, args.seeds, args.config_files, overrides, args.results,
-                                     ray_runs=ray_runs)
+            if spec.address:  # every (model, seed) run a Ray task on the cluster
+                with ray_session(spec.address):
+                    run_side_by_side(models, dataset, spec.seeds, spec.config_files, overrides, spec.results,
+                                     ray_runs=spec.ray_runs)
             else:
-                run_side_by_side(models, dataset, args.seeds, args.config_files, overrides, args.results)
+                run_side_by_side(models, dataset, spec.seeds, spec.config_files, overrides, spec.results)
         else:
             from recbole_ssr.quick_start import run
 
-            outcome = run(models[0], dataset, args.config_files, overrides, results=args.results)
+            outcome = run(models[0], dataset, spec.config_files, overrides, results=spec.results)
             print(summary_line(outcome))
     except RecboleSSRError as exc:
         print(f"error: {exc}", file=sys.stderr)

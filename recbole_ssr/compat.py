@@ -17,6 +17,8 @@ What is *not* here, on purpose:
 import numpy as np
 import scipy.sparse as sp
 
+from recbole_ssr.deps import require_recbole
+
 _APPLIED = False
 
 
@@ -81,8 +83,6 @@ def apply():
     global _APPLIED
     if _APPLIED:
         return
-    from recbole_ssr.deps import require_recbole
-
     require_recbole()  # ImportError with the install command, before any module imports RecBole
     _silence_recbole_future_warnings()
     _restore_numpy_aliases()

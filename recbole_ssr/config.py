@@ -25,8 +25,11 @@ compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its
 
 from recbole.config import Config as RecBoleConfig  # noqa: E402
 
-from recbole_ssr.errors import ConfigError, yaml_error_text
-from recbole_ssr.paths import properties_dir  # noqa: F401 (re-exported)
+from recbole_ssr.data.source import locate  # noqa: E402
+from recbole_ssr.errors import ConfigError, yaml_error_text  # noqa: E402
+from recbole_ssr.paths import properties_dir  # noqa: E402
+from recbole_ssr.utils import get_model  # noqa: E402
+from recbole_ssr.validation import validate  # noqa: E402
 
 EVAL_PROTOCOLS = ("mmrec", "recbole")
 
@@ -70,8 +73,6 @@ class Config(RecBoleConfig):
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
-        from recbole_ssr.validation import validate
-
         sources = dict(getattr(self, "key_sources", {}))
         for key in self.variable_config_dict:
             sources[key] = "the command line"
@@ -79,8 +80,6 @@ class Config(RecBoleConfig):
         return final
 
     def _get_model_and_dataset(self, model, dataset):
-        from recbole_ssr.utils import get_model
-
         if model is None:
             model = self.external_config_dict.get("model")
             if model is None:
@@ -115,12 +114,10 @@ class Config(RecBoleConfig):
             plugin.update(loaded)
 
         protocol = self.external_config_dict.get("eval_protocol", plugin.get("eval_protocol"))
-        if protocol is None:
-            from recbole_ssr.data.source import detect_layout
-
+        if protocol is None:  # from the dataset's layout; the located source is kept for prepare_source
             data_root = self.external_config_dict.get("data_path", plugin.get("data_path", "dataset/"))
-            layout = detect_layout(os.path.join(data_root, dataset), dataset, plugin.get("data_format"))
-            protocol = "mmrec" if layout == "mmrec" else "recbole"
+            self.data_source = locate(os.path.join(data_root, dataset), dataset, plugin.get("data_format"))
+            protocol = "mmrec" if self.data_source.layout == "mmrec" else "recbole"
         if protocol not in EVAL_PROTOCOLS:
             raise ConfigError(f"eval_protocol '{protocol}' is unknown: use one of {', '.join(EVAL_PROTOCOLS)}.")
         self.internal_config_dict.update(self._plugin_yaml("protocol", f"{protocol}.yaml"))

@@ -1,6 +1,5 @@
 """Train and evaluate one model (the plugin's ``run_recbole`` equivalent)."""
 
-import json
 import os
 import resource
 import sys
@@ -15,6 +14,8 @@ from recbole.utils import get_local_time, init_logger, init_seed  # noqa: E402
 from recbole_ssr.config import Config  # noqa: E402
 from recbole_ssr.data.dataloader import data_preparation  # noqa: E402
 from recbole_ssr.utils import create_dataset, get_model, get_trainer  # noqa: E402
+from recbole_ssr.report import plain  # noqa: E402
+from recbole_ssr.safe_io import check_writable_file, write_json  # noqa: E402
 from recbole_ssr.validation import check_output_locations  # noqa: E402
 
 
@@ -22,18 +23,6 @@ def peak_rss_mb():
     """Peak resident memory of this process so far (MiB)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return value.item()
-    return str(value)
 
 
 def code_version():
@@ -50,14 +39,7 @@ def code_version():
 
 
 def config_snapshot(config):
-    return {k: _plain(v) for k, v in sorted(config.final_config_dict.items())}
-
-
-def write_json(path, payload):
-    """``payload`` as JSON at ``path``, written to a temporary file and renamed into place."""
-    from recbole_ssr.safe_io import write_json as write_json_atomically
-
-    write_json_atomically(path, payload)
+    return {k: plain(v) for k, v in sorted(config.final_config_dict.items())}
 
 
 def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):
@@ -73,13 +55,14 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):
     return config, dataset_obj, (train_data, valid_data, test_data)
 
 
-def _group_metrics(trainer, test_data, train_dataset, config, logger):
-    """Test metrics per user-degree bucket and for cold-start items (recbole_ssr.analysis.groups); a failure here
-    is logged and recorded, never allowed to lose the finished run."""
-    from recbole_ssr.analysis.groups import group_metrics
-
+def _group_metrics(trainer, test_data, train_dataset, logger):
+    """Test metrics per user-degree bucket and for cold-start items (the trainer's ``evaluate_groups``,
+    :mod:`recbole_ssr.evaluation`); a failure here is logged and recorded, never allowed to lose the finished run.
+    None for a trainer without that capability."""
+    if not hasattr(trainer, "evaluate_groups"):
+        return None
     try:
-        return group_metrics(trainer, test_data, train_dataset, config)
+        return trainer.evaluate_groups(test_data, train_dataset)
     except Exception as exc:  # noqa: BLE001 - diagnostics only
         logger.warning(f"group metrics failed: {type(exc).__name__}: {exc}")
         return {"error": f"{type(exc).__name__}: {exc}"}
@@ -92,15 +75,13 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     Returns (and, with ``results=PATH``, writes as JSON) ``{model, dataset, best_valid_result, test_result,
     groups, best_epoch, epochs_run, seconds_per_epoch, valid_history, model_summary, n_params, peak_rss_mb,
     config}``; ``groups`` holds the test metrics per user training-degree bucket and for cold-start items
-    (:mod:`recbole_ssr.analysis.groups`); ``valid_history`` the learning curve; ``model_summary`` what the model's
+    (:mod:`recbole_ssr.evaluation`); ``valid_history`` the learning curve; ``model_summary`` what the model's
     optional ``results_summary()`` reports about its best-valid weights (SSR: its band-mixing matrices).
     ``callback_fn(epoch, valid_score, valid_result)`` is called after every evaluation;
     ``on_ready(model, trainer, (train_data, valid_data, test_data))`` once before training (the analyses use it
     to inspect the model; after ``run`` returns, the model holds the best-valid weights).
     """
     if results:
-        from recbole_ssr.safe_io import check_writable_file
-
         check_writable_file(results, "--results")
     started_from = code_version()  # the code this run loaded (the checkout may move on while it trains)
     config, _, (train_data, valid_data, test_data) = prepare(model, dataset, config_file_list, config_dict)
@@ -115,21 +96,21 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=show, callback_fn=callback_fn)
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show)
-    groups = _group_metrics(trainer, test_data, train_data.dataset, config, logger)
+    groups = _group_metrics(trainer, test_data, train_data.dataset, logger)
     if getattr(trainer, "tensorboard", None) is not None:
         trainer.tensorboard.close()  # else its writer thread keeps logging into this run's folder
     outcome = {
         "model": config["model"],
         "dataset": config["dataset"],
-        "best_valid_score": _plain(best_valid_score),
-        "best_valid_result": _plain(dict(best_valid_result or {})),
-        "test_result": _plain(dict(test_result or {})),
-        "groups": _plain(groups),
+        "best_valid_score": plain(best_valid_score),
+        "best_valid_result": plain(dict(best_valid_result or {})),
+        "test_result": plain(dict(test_result or {})),
+        "groups": plain(groups),
         "best_epoch": getattr(trainer, "best_epoch", None),
         "epochs_run": getattr(trainer, "epochs_run", None),
         "seconds_per_epoch": getattr(trainer, "seconds_per_epoch", None),
         "valid_history": getattr(trainer, "valid_history", None),
-        "model_summary": _plain(model_obj.results_summary()) if hasattr(model_obj, "results_summary") else None,
+        "model_summary": plain(model_obj.results_summary()) if hasattr(model_obj, "results_summary") else None,
         "n_params": int(sum(p.numel() for p in model_obj.parameters() if p.requires_grad)),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "finished_at": get_local_time(),

@@ -1,10 +1,11 @@
 """Many training runs, each isolated: in fresh local processes, or as Ray tasks on a (possibly multi-node) cluster.
 
 One run is :func:`recbole_ssr.quick_start.run` for one (model, dataset, configuration) — a :class:`RunSpec`. The
-side-by-side mode and the tuned benchmark hand their runs to :func:`run_many`, which
+side-by-side mode, the analyses and the tuned benchmark hand their runs to :func:`run_many` (the tuned benchmark,
+which submits runs while its searches go on, to :class:`RayBatch` directly), which
 
 * without Ray runs them one after another, each in a fresh ``spawn`` process (a crash or an out-of-memory kill is
-  contained and reported as *failed*; peak memory is per run);
+  contained and reported as *failed*; peak memory is per run), or with ``isolated=False`` in this process;
 * inside a Ray session (``--address``, or the local Ray of ``--tune``) submits each run as a Ray task with
   ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs (fractions allowed) in a fresh worker process
   (``max_calls=1``). A task receives its whole configuration as a mapping (no file of the driver is read on the
@@ -15,6 +16,7 @@ Every finished run is handed to ``on_result`` as soon as it finishes (the caller
 file, so an interrupted batch keeps what finished).
 """
 
+import contextlib
 import dataclasses
 import math
 import multiprocessing
@@ -23,6 +25,58 @@ import socket
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+
+import torch
+
+from recbole_ssr import compat
+from recbole_ssr.errors import ConfigError
+from recbole_ssr.quick_start import run
+
+
+@contextlib.contextmanager
+def ray_session(address=None, num_cpus=None):
+    """Start a local Ray (usage stats and dashboard off) or join ``address``; shut it down afterwards.
+
+    ``RAY_USAGE_STATS_ENABLED=0`` is set only while the local Ray runs (and only if the user did not set it);
+    the started Ray processes inherit it. Ray's own ``ray.init`` sets ``RAY_AUTH_MODE=token`` in this process
+    for a new local cluster; both variables are restored afterwards. An already initialised Ray (a notebook, the
+    tests) is used as it is and left running.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")}
+    try:
+        if address:
+            if num_cpus is not None:
+                raise ConfigError("--num_cpus sizes the local Ray only; with --address the cluster's own CPUs are "
+                                  "used.")
+            kwargs = {} if str(address).startswith("ray://") else {"log_to_driver": False}
+            try:
+                ray.init(address=address, **kwargs)
+            except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError, ...
+                raise ConfigError(
+                    f"cannot connect to the Ray cluster at --address={address} ({exc}). Start one with "
+                    "'ray start --head' (docs/tuning.md), or leave --address out for a local Ray. A cluster with "
+                    "token authentication (the default of 'ray start') needs RAY_AUTH_MODE=token and its token "
+                    "(~/.ray/auth_token or RAY_AUTH_TOKEN) unless you use --address=auto on the head node."
+                ) from None
+        else:
+            if saved["RAY_USAGE_STATS_ENABLED"] is None:
+                os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        try:
+            yield
+        finally:
+            ray.shutdown()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @dataclasses.dataclass
@@ -34,6 +88,7 @@ class RunSpec:
     seed: int
     config_dict: dict
     config_files: list = dataclasses.field(default_factory=list)
+    label: str = ""  # what the progress lines call the run besides model and seed (an analysis variant)
 
     @property
     def key(self):
@@ -43,8 +98,6 @@ class RunSpec:
 def run_in_process(model, dataset, config_files, config_dict):
     """Runs in the child process / Ray worker; returns the outcome or the error (never raises)."""
     try:
-        from recbole_ssr.quick_start import run
-
         outcome = run(model, dataset, config_files, config_dict)
         return {"status": "ok", **outcome}
     except Exception as exc:  # reported in the table; the other runs go on
@@ -61,6 +114,11 @@ def run_isolated(model, dataset, config_files, config_dict):
             return {"status": "failed", "error": f"worker process died: {type(exc).__name__}: {exc}"}
 
 
+def set_torch_threads(cpus):
+    """torch's CPU threads for a run given ``cpus`` CPUs by Ray (fractions round down, at least one)."""
+    torch.set_num_threads(max(1, int(math.floor(cpus))))
+
+
 def _ray_task(model, dataset, config_files, config_dict, cpus):
     """Body of a Ray task: one run in a scratch folder of the node (RecBole's log/ and checkpoints stay there and
     are removed; the outcome travels back to the driver)."""
@@ -68,12 +126,9 @@ def _ray_task(model, dataset, config_files, config_dict, cpus):
     import tempfile
 
     import ray
-    import torch
-
-    from recbole_ssr import compat
 
     compat.apply()
-    torch.set_num_threads(max(1, int(math.floor(cpus))))
+    set_torch_threads(cpus)
     started = time.time()
     scratch = tempfile.mkdtemp(prefix="recbole_ssr_run_")
     previous = os.getcwd()
@@ -99,8 +154,10 @@ def _stamp(outcome, spec, started, cpus):
     return outcome
 
 
-def run_many(specs, on_result=None, cpus_per_run=1, gpus_per_run=0, use_ray=False, label="side-by-side"):
-    """Run every spec; returns their outcomes in the order of ``specs`` (see the module docstring)."""
+def run_many(specs, on_result=None, cpus_per_run=1, gpus_per_run=0, use_ray=False, label="side-by-side",
+             isolated=True):
+    """Run every spec; returns their outcomes in the order of ``specs`` (see the module docstring).
+    ``on_result(index, outcome)`` is called as each run finishes (``index`` into ``specs``)."""
     say = _sayer(label)
     outcomes = [None] * len(specs)
 
@@ -108,7 +165,7 @@ def run_many(specs, on_result=None, cpus_per_run=1, gpus_per_run=0, use_ray=Fals
         _announce(say, specs[index], outcome)
         outcomes[index] = outcome
         if on_result is not None:
-            on_result(outcome)
+            on_result(index, outcome)
 
     if use_ray:
         batch = RayBatch(cpus_per_run, gpus_per_run, label)
@@ -119,8 +176,9 @@ def run_many(specs, on_result=None, cpus_per_run=1, gpus_per_run=0, use_ray=Fals
         return outcomes
     for index, spec in enumerate(specs):
         started = time.time()
-        say(f"{spec.model} seed {spec.seed} ...")
-        outcome = run_isolated(spec.model, spec.dataset, spec.config_files, spec.config_dict)
+        say(f"{_name(spec)} ...")
+        outcome = (run_isolated if isolated else run_in_process)(spec.model, spec.dataset, spec.config_files,
+                                                                 spec.config_dict)
         finish(index, _stamp(outcome, spec, started, cpus_per_run))
     return outcomes
 
@@ -129,10 +187,14 @@ def _sayer(label):
     return lambda text: print(f"[{label}] {text}", flush=True)
 
 
+def _name(spec):
+    return f"{spec.model}{' ' + spec.label if spec.label else ''} seed {spec.seed}"
+
+
 def _announce(say, spec, outcome):
     status = outcome["status"] if outcome["status"] == "ok" else f"FAILED ({outcome['error']})"
     where = f" on {outcome['hostname']}" if outcome.get("hostname") else ""
-    say(f"{spec.model} seed {spec.seed}{where}: {status}")
+    say(f"{_name(spec)}{where}: {status}")
 
 
 class RayBatch:

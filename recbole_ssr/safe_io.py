@@ -8,6 +8,7 @@ file system), so a kill, a full disk or a crash leaves either the old file or th
 import json
 import os
 import shutil
+import time
 import uuid
 from contextlib import contextmanager, suppress
 
@@ -107,3 +108,45 @@ def check_writable_file(path, what):
     if os.path.isdir(path):
         raise ConfigError(f"{what} {path} is a folder, but a file path is expected (e.g. {os.path.join(path, 'results.json')}).")
     check_writable_folder(os.path.dirname(os.path.abspath(path)), f"{what} {path}: its folder")
+
+
+def new_stamped_folder(root, prefix, what="folder"):
+    """``<root>/<prefix>-<YYYYmmdd-HHMMSS>[-n]``, created now and never reused (a second one in the same second gets
+    ``-2``, ``-3``, ...): every search, benchmark and analysis writes to a folder of its own."""
+    os.makedirs(root, exist_ok=True)
+    base = os.path.join(root, f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
+    for n in range(1, 1000):
+        folder = base if n == 1 else f"{base}-{n}"
+        try:
+            os.makedirs(folder)
+            return folder
+        except FileExistsError:
+            continue
+    raise ConfigError(f"cannot create a new {what} under {root}.")
+
+
+def publish_folder(staging, target, marker=None):
+    """Rename the finished folder ``staging`` to ``target`` (absent or empty) of a content-keyed cache. When
+    another process published the same content first (``target`` holds its ``marker`` file), keep theirs and drop
+    ours; any other failure is raised. Either way ``target`` is whole afterwards."""
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if marker is not None and not os.path.isfile(os.path.join(target, marker)):
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        shutil.rmtree(staging, ignore_errors=True)  # another process finished the same content first
+
+
+@contextmanager
+def staged_folder(target, marker=None):
+    """``with staged_folder(target) as staging:`` write the folder's files into ``staging`` (beside ``target``, on
+    the same file system); it is published at ``target`` (:func:`publish_folder`) when the block succeeds and
+    removed when it fails, so a reader never sees half a folder."""
+    staging = new_staging_folder(target)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish_folder(staging, target, marker)

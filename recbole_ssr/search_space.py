@@ -29,6 +29,7 @@ import numbers
 import os
 
 from recbole_ssr.errors import ConfigError, yaml_error_text
+from recbole_ssr.paths import properties_dir
 
 DISTRIBUTIONS = {
     "choice": "a non-empty list of values, one drawn at random per trial",
@@ -72,8 +73,6 @@ def read_yaml(path, what="search-space file"):
     if not os.path.isfile(path):
         hint = " Check the path."
         if what == "search-space file":
-            from recbole_ssr.paths import properties_dir
-
             try:
                 shipped = os.path.join(properties_dir(), "search")
             except ConfigError:
@@ -340,8 +339,6 @@ def parse_search_space(mapping, source="search space"):
 
 def default_settings():
     """``properties/search/defaults.yaml`` (the search settings used when a file or the command line gives none)."""
-    from recbole_ssr.paths import properties_dir
-
     path = os.path.join(properties_dir(), "search", "defaults.yaml")
     loaded = read_yaml(path, "search defaults file") if os.path.isfile(path) else {}
     return dict(_check_settings(loaded.get(RESERVED_KEY, loaded) or {}, path))

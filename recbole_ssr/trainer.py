@@ -14,6 +14,8 @@ Differences from ``recbole.trainer.Trainer.fit`` (everything else - batches, los
   are loaded with ``weights_only=False`` - only these files, which this trainer wrote itself.
 * Checkpoints are written to a temporary file and renamed into place: a kill during a save leaves the previous
   best checkpoint, never a torn one.
+* ``evaluate_groups(eval_data, train_dataset)``: the test metrics per user-degree bucket and for cold-start
+  items (:mod:`recbole_ssr.evaluation`), scored exactly as ``evaluate`` scores (RecBole's full-sort batches).
 * Timing and bookkeeping for the results file: ``best_epoch``, ``epochs_run``, ``seconds_per_epoch``,
   ``valid_history`` (train loss, valid score and the epoch's learning rate at every evaluation).
 """
@@ -31,14 +33,68 @@ compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its
 from recbole.trainer import Trainer  # noqa: E402
 from recbole.utils import dict2str, set_color  # noqa: E402
 
+from recbole_ssr import evaluation  # noqa: E402
+from recbole_ssr.report import improves  # noqa: E402
+from recbole_ssr.safe_io import save_with  # noqa: E402
+
 
 def load_own_checkpoint(path, device):
     """``torch.load`` of a checkpoint this package wrote (it pickles RecBole's Config, so weights_only=False)."""
     return torch.load(path, map_location=device, weights_only=False)
 
 
-class CheckpointFixMixin:
-    """Load our own checkpoints on torch >= 2.6 (``weights_only`` defaults to True there)."""
+class GroupEvaluationMixin:
+    """Group metrics as a capability of the trainer: the same full-sort batches ``evaluate`` scores, cut into
+    user-degree buckets and cold-start items (:mod:`recbole_ssr.evaluation` holds the maths)."""
+
+    def evaluate_groups(self, eval_data, train_dataset):
+        """The ``groups`` entry of a run for ``eval_data`` (a full-sort loader) with the model's current weights;
+        None for other loaders (sampled evaluation) or without top-k metrics."""
+        from recbole.data.dataloader import FullSortEvalDataLoader
+
+        if not isinstance(eval_data, FullSortEvalDataLoader):
+            return None
+        metric_objects = evaluation.topk_metric_objects(self.config)
+        if not metric_objects:
+            return None
+        bounds = evaluation.degree_bounds(self.config)
+        user_degree, item_degree = evaluation.training_degrees(train_dataset)
+        cold_items = item_degree == 0
+        cold_items[0] = False
+        topk = self.config["topk"]
+        max_k = max(topk) if isinstance(topk, (list, tuple)) else int(topk)
+        collected = self._collect_rankings(eval_data, cold_items, max_k)
+        if collected is None:
+            return None
+        return evaluation.group_result(metric_objects, bounds, user_degree, cold_items, collected)
+
+    @torch.no_grad()
+    def _collect_rankings(self, eval_data, cold_items, max_k):
+        """Score every user of ``eval_data`` like ``evaluate`` does; ``users`` [U], ``rec`` [U, max_k + 1]
+        (RecBole's rec.topk rows), ``cold_rec`` and ``cold_rec_among`` (the same with only cold positives, ranked
+        among all items / among cold items only) and ``cold_pos`` [U] (#cold positives)."""
+        self.model.eval()
+        dataset = eval_data._dataset
+        if getattr(self, "item_tensor", None) is None:
+            self.item_tensor = dataset.get_item_feature().to(self.device)
+        self.tot_item_num = dataset.item_num
+        cold = torch.as_tensor(cold_items, dtype=torch.bool, device=self.device)
+        users, rec, cold_rec, cold_among, cold_pos = [], [], [], [], []
+        for batched in eval_data:
+            interaction, scores, positive_u, positive_i = self._full_sort_batch_eval(batched)
+            rows = evaluation.rankings_rows(scores, positive_u, positive_i, cold, max_k)
+            for store, part in zip((rec, cold_rec, cold_among, cold_pos), rows):
+                store.append(part)
+            users.append(interaction[dataset.uid_field].cpu())
+        if not users:
+            return None
+        return {"users": torch.cat(users).numpy(), "rec": torch.cat(rec), "cold_rec": torch.cat(cold_rec),
+                "cold_rec_among": torch.cat(cold_among), "cold_pos": torch.cat(cold_pos).numpy()}
+
+
+class CheckpointFixMixin(GroupEvaluationMixin):
+    """Load our own checkpoints on torch >= 2.6 (``weights_only`` defaults to True there); every trainer this
+    package hands out also evaluates groups (:class:`GroupEvaluationMixin`)."""
 
     def _unique_checkpoint_name(self):
         os.makedirs(self.checkpoint_dir, exist_ok=True)
@@ -54,8 +110,6 @@ class CheckpointFixMixin:
         verbose = args[0] if args else kwargs.pop("verbose", True)
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return None
-        from recbole_ssr.safe_io import save_with
-
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         state = {
             "config": self.config,
@@ -128,11 +182,8 @@ class MultimodalTrainer(CheckpointFixMixin, Trainer):
         self.valid_history = []  # one {epoch, train_loss, valid_score, lr} per evaluation (the learning curve)
 
     def _improved(self, score):
-        if self.best_valid_result is None:
-            return True
-        if self.valid_metric_bigger:
-            return score > self.best_valid_score if self.early_stop_strict else score >= self.best_valid_score
-        return score < self.best_valid_score if self.early_stop_strict else score <= self.best_valid_score
+        best = None if self.best_valid_result is None else self.best_valid_score
+        return improves(score, best, bigger=self.valid_metric_bigger, strict=self.early_stop_strict)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         if saved and self.start_epoch >= self.epochs:

@@ -3,7 +3,7 @@
     python run_recbole_ssr.py --model=SSR,SMORE,MGCN,FREEDOM,LightGCN --dataset=tiktok --tune=auto \\
         --num_samples=16 --epochs=30 --seeds=3 --results=tuned.json
 
-1. **Searches** (:mod:`recbole_ssr.tuning`), one model after the other on one Ray session, each from
+1. **Searches** (:mod:`recbole_ssr.tune`), one model after the other on one Ray session, each from
    ``properties/search/<Model>.yaml`` (``--tune=auto``; an explicit file works for one model). Every model gets the
    same settings, whatever its file's own ``search:`` section says: ``num_samples`` trials in all (grid axes are
    drawn like choice axes, distinct points of a finite space, so no configuration is trained twice), the same
@@ -19,10 +19,11 @@
    (default ``results.json`` in the folder) and markdown on stdout.
 
 ``--resume`` continues the latest unfinished benchmark of the same models and dataset (or ``--resume=FOLDER``):
-finished searches and finished seeded runs are kept, an interrupted search resumes (``tuning --resume``), the rest
+finished searches and finished seeded runs are kept, an interrupted search resumes (``--tune ... --resume``), the rest
 runs. With ``--address`` everything runs on that Ray cluster (docs/tuning.md).
 """
 
+import csv
 import datetime
 import glob
 import json
@@ -31,7 +32,17 @@ import shutil
 import sys
 import threading
 
+import yaml
+
+from recbole_ssr.benchmark import results_table, summarise
 from recbole_ssr.errors import ConfigError
+from recbole_ssr.paths import properties_dir
+from recbole_ssr.report import append_jsonl, find_unfinished, read_json, write_csv
+from recbole_ssr.runner import RayBatch, RunSpec, ray_session
+from recbole_ssr.safe_io import new_stamped_folder, write_json
+from recbole_ssr.search_space import default_settings, load_search_space, yaml_loader
+from recbole_ssr.spec import ExperimentSpec
+from recbole_ssr.tune.driver import run_search
 
 MANIFEST = "benchmark.json"
 RUNS = "runs.jsonl"
@@ -52,8 +63,6 @@ def space_file(model, tune_arg):
     """``auto`` -> the shipped ``properties/search/<Model>.yaml``; otherwise the path given."""
     if tune_arg != "auto":
         return os.path.abspath(tune_arg)
-    from recbole_ssr.paths import properties_dir
-
     path = os.path.join(properties_dir(), "search", f"{model}.yaml")
     if not os.path.isfile(path):
         shipped = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(properties_dir(), "search", "*.yaml"))
@@ -64,72 +73,43 @@ def space_file(model, tune_arg):
     return path
 
 
-def shared_settings(args):
+def shared_settings(spec):
     """The search settings of every model: properties/search/defaults.yaml < command line; budget exact."""
-    from recbole_ssr.search_space import default_settings
-
     settings = default_settings()
     settings["num_samples"] = DEFAULT_BUDGET
     for key in ("num_samples", "scheduler", "search_alg", "cpus_per_trial", "gpus_per_trial", "grace_period",
                 "reduction_factor"):
-        value = getattr(args, key, None)
+        value = getattr(spec, key)
         if value is not None:
             settings[key] = value
-    if getattr(args, "cpus_per_trial", None) is None and getattr(args, "cpus_per_run", None) is not None:
-        settings["cpus_per_trial"] = args.cpus_per_run
-    if getattr(args, "gpus_per_trial", None) is None and getattr(args, "gpus_per_run", None) is not None:
-        settings["gpus_per_trial"] = args.gpus_per_run
+    if spec.cpus_per_trial is None and spec.cpus_per_run is not None:
+        settings["cpus_per_trial"] = spec.cpus_per_run
+    if spec.gpus_per_trial is None and spec.gpus_per_run is not None:
+        settings["gpus_per_trial"] = spec.gpus_per_run
     settings["budget"] = "exact"
     return {k: settings[k] for k in SHARED_SETTINGS + ("budget",) if k in settings}
 
 
-def _read_json(path):
-    with open(path, "r", encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _write_json(path, payload):
-    from recbole_ssr.quick_start import write_json
-
-    write_json(path, payload)
-
-
 def _new_folder(root, dataset):
-    os.makedirs(root, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    for n in range(1, 1000):
-        folder = os.path.join(root, f"benchmark-{dataset}-{stamp}" + ("" if n == 1 else f"-{n}"))
-        try:
-            os.makedirs(folder)
-            return folder
-        except FileExistsError:
-            continue
-    raise ConfigError(f"cannot create a new benchmark folder under {root}.")
+    return new_stamped_folder(root, f"benchmark-{dataset}", "benchmark folder")
 
 
 def _find_resumable(root, models, dataset):
-    found = []
-    for path in glob.glob(os.path.join(root, "benchmark-*", MANIFEST)):
-        try:
-            info = _read_json(path)
-        except (OSError, ValueError):
-            continue
-        if info.get("models") == models and info.get("dataset") == dataset and info.get("status") != "done":
-            found.append((info.get("created", ""), os.path.dirname(path)))
-    return max(found)[1] if found else None
+    return find_unfinished(os.path.join(root, "benchmark-*", MANIFEST),
+                           lambda info: info.get("models") == models and info.get("dataset") == dataset)
 
 
-def _open(models, dataset, args, overrides):
+def _open(models, dataset, spec, overrides):
     """A new benchmark folder and manifest, or (``--resume``) the one to continue."""
-    root = os.path.abspath(getattr(args, "output", None) or "tune_results")
-    if getattr(args, "resume", False):
-        folder = (os.path.abspath(args.resume) if isinstance(args.resume, str)
+    root = os.path.abspath(spec.output or "tune_results")
+    if spec.resume:
+        folder = (os.path.abspath(spec.resume) if isinstance(spec.resume, str)
                   else _find_resumable(root, models, dataset))
         if folder is None or not os.path.isfile(os.path.join(folder, MANIFEST)):
-            where = folder if isinstance(args.resume, str) else root
+            where = folder if isinstance(spec.resume, str) else root
             raise ConfigError(f"--resume: no unfinished benchmark of {','.join(models)} on {dataset} in {where}. "
                               "Run without --resume to start one (or pass --resume=FOLDER / --output=ROOT).")
-        manifest = _read_json(os.path.join(folder, MANIFEST))
+        manifest = read_json(os.path.join(folder, MANIFEST))
         if manifest["models"] != models or manifest["dataset"] != dataset:
             raise ConfigError(f"--resume: {folder} is a benchmark of {','.join(manifest['models'])} on "
                               f"{manifest['dataset']}, not of {','.join(models)} on {dataset}.")
@@ -138,10 +118,8 @@ def _open(models, dataset, args, overrides):
                               "--resume.")
         _say(f"resuming {folder}")
         return folder, manifest
-    spaces = {model: space_file(model, args.tune) for model in models}
+    spaces = {model: space_file(model, spec.tune) for model in models}
     for model, path in spaces.items():  # every space readable before anything runs
-        from recbole_ssr.search_space import load_search_space
-
         space = load_search_space(path)
         clash = sorted(set(space.params) & set(overrides))
         if clash:
@@ -150,59 +128,50 @@ def _open(models, dataset, args, overrides):
     folder = _new_folder(root, dataset)
     seed0 = int(overrides.get("seed", 999))
     manifest = {
-        "models": models, "dataset": dataset, "spaces": spaces, "settings": shared_settings(args),
-        "seeds": [seed0 + i for i in range(max(1, int(args.seeds or 1)))],
+        "models": models, "dataset": dataset, "spaces": spaces, "settings": shared_settings(spec),
+        "seeds": [seed0 + i for i in range(max(1, int(spec.seeds or 1)))],
         "overrides": {k: v for k, v in overrides.items() if k != "seed"},
-        "config_files": list(args.config_files or []), "searches": {}, "status": "running",
-        "ray_runs": {"cpus_per_run": float(getattr(args, "cpus_per_run", None) or 1),
-                     "gpus_per_run": float(getattr(args, "gpus_per_run", None) or 0)},
+        "config_files": list(spec.config_files or []), "searches": {}, "status": "running",
+        "ray_runs": spec.ray_runs,
         "command": " ".join(sys.argv), "created": datetime.datetime.now().isoformat(timespec="seconds"),
     }
-    _write_json(os.path.join(folder, MANIFEST), manifest)
+    write_json(os.path.join(folder, MANIFEST), manifest)
     return folder, manifest
 
 
-def _search_args(manifest, model, folder, resume_folder):
-    import types
-
-    return types.SimpleNamespace(
-        tune=manifest["spaces"][model], resume=resume_folder or False, results=None, seeds=1, address=None,
-        num_cpus=None, config_files=manifest["config_files"], model=model, dataset=manifest["dataset"],
-        num_samples=None, scheduler=None, cpus_per_trial=None, gpus_per_trial=None, search_alg=None,
-        grace_period=None, reduction_factor=None,
-        output=os.path.join(folder, SEARCHES))
+def _search_spec(manifest, model, folder, resume_folder):
+    """The spec of one model's search: its space, the benchmark's config files, its folder under searches/."""
+    return ExperimentSpec(model=model, dataset=manifest["dataset"], config_files=manifest["config_files"],
+                          tune=manifest["spaces"][model], resume=resume_folder or False,
+                          output=os.path.join(folder, SEARCHES))
 
 
 def _search(manifest, model, folder):
     """One model's search (new or resumed); returns its best.json summary."""
-    from recbole_ssr.tuning import run_search
-
     state = manifest["searches"].get(model, {})
     if state.get("status") == "done":
-        return _read_json(state["best_json"])
+        return read_json(state["best_json"])
     resume_folder = state.get("folder")
     if resume_folder and not os.path.isfile(os.path.join(resume_folder, "search.json")):
         resume_folder = None
     before = set(glob.glob(os.path.join(folder, SEARCHES, "*")))
     try:
-        summary = run_search(model, manifest["dataset"], _search_args(manifest, model, folder, resume_folder),
+        summary = run_search(model, manifest["dataset"], _search_spec(manifest, model, folder, resume_folder),
                              dict(manifest["overrides"]), forced_settings=manifest["settings"])
     finally:  # remember the search folder at once, so that an interrupted search resumes
         if not resume_folder:
             new = sorted(set(glob.glob(os.path.join(folder, SEARCHES, "*"))) - before)
             if new:
                 manifest["searches"][model] = {"folder": new[-1], "status": "running"}
-                _write_json(os.path.join(folder, MANIFEST), manifest)
+                write_json(os.path.join(folder, MANIFEST), manifest)
     manifest["searches"][model] = {"folder": summary["output_dir"], "status": "done",
                                    "best_json": os.path.join(summary["output_dir"], "best.json")}
     shutil.copyfile(summary["best_config"], os.path.join(folder, f"{model}.best.yaml"))
-    _write_json(os.path.join(folder, MANIFEST), manifest)
+    write_json(os.path.join(folder, MANIFEST), manifest)
     return summary
 
 
 def _search_cpu_hours(summary, cpus):
-    import csv
-
     seconds = 0.0
     with open(summary["trials_csv"], newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
@@ -212,28 +181,20 @@ def _search_cpu_hours(summary, cpus):
 
 
 def _seeded_specs(manifest, model, summary):
-    import yaml
-
-    from recbole_ssr.runner import RunSpec
-    from recbole_ssr.search_space import yaml_loader
-
     with open(summary["best_config"], "r", encoding="utf-8") as f:
         best = yaml.load(f.read(), Loader=yaml_loader()) or {}
     best.pop("seed", None)
     return [RunSpec(model, manifest["dataset"], seed, dict(best, seed=seed)) for seed in manifest["seeds"]]
 
 
-def run_tuned_benchmark(models, dataset, args, overrides):
+def run_tuned_benchmark(models, dataset, spec, overrides):
     """Searches, seeded runs and the table (see the module docstring); returns the summary rows."""
-    from recbole_ssr.runner import RayBatch
-    from recbole_ssr.tuning import ray_session
-
     overrides = dict(overrides or {})
     overrides.pop("show_progress", None)
-    if "epochs" not in overrides and not getattr(args, "resume", False):
+    if "epochs" not in overrides and not spec.resume:
         overrides["epochs"] = DEFAULT_EPOCH_CAP
         _say(f"epoch cap {DEFAULT_EPOCH_CAP} for every model (--epochs=N sets another)")
-    folder, manifest = _open(models, dataset, args, overrides)
+    folder, manifest = _open(models, dataset, spec, overrides)
     runs_path = os.path.join(folder, RUNS)
     done = {}
     if os.path.isfile(runs_path):
@@ -248,29 +209,29 @@ def run_tuned_benchmark(models, dataset, args, overrides):
     lock = threading.Lock()
 
     def keep(outcome):
-        with lock, open(runs_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(outcome, default=str) + "\n")
+        with lock:
+            append_jsonl(runs_path, outcome)
 
     summaries = {}
-    with ray_session(getattr(args, "address", None), getattr(args, "num_cpus", None)):
+    with ray_session(spec.address, spec.num_cpus):
         batch = RayBatch(label="tuned benchmark", **manifest["ray_runs"])
         collector = _Collector(batch, keep)
         for model in models:
             summaries[model] = _search(manifest, model, folder)
-            for spec in _seeded_specs(manifest, model, summaries[model]):
-                if spec.key not in done:
-                    collector.submit(spec)
+            for run in _seeded_specs(manifest, model, summaries[model]):
+                if run.key not in done:
+                    collector.submit(run)
         fresh = collector.finish()
     runs = list(done.values()) + fresh
     order = {(m, s): i for i, (m, s) in enumerate((m, s) for m in models for s in manifest["seeds"])}
     runs.sort(key=lambda r: order.get((r["model"], int(r["seed"])), len(order)))
-    rows = _write_outputs(folder, manifest, summaries, runs, getattr(args, "results", None))
+    rows = _write_outputs(folder, manifest, summaries, runs, spec.results)
     if all(r.get("status") == "ok" for r in runs) and len(runs) == len(order):
         manifest["status"] = "done"
     else:
         manifest["status"] = "incomplete"
         _say("some seeded runs failed (see the table); run the same command with --resume to run them again.")
-    _write_json(os.path.join(folder, MANIFEST), manifest)
+    write_json(os.path.join(folder, MANIFEST), manifest)
     return rows
 
 
@@ -307,9 +268,6 @@ class _Collector:
 
 
 def _write_outputs(folder, manifest, summaries, runs, results_path):
-    from recbole_ssr.benchmark import markdown_table, summarise
-    from recbole_ssr.safe_io import atomic_write
-
     models, seeds = manifest["models"], manifest["seeds"]
     rows = summarise(runs, models)
     cpus_trial = manifest["settings"].get("cpus_per_trial", 1)
@@ -326,23 +284,18 @@ def _write_outputs(folder, manifest, summaries, runs, results_path):
                    search_cpu_hours=round(search_hours, 3), seeded_cpu_hours=round(seeded_hours, 3),
                    cpu_hours=round(search_hours + seeded_hours, 3))
         searches[row["model"]] = dict(summary, cpu_hours=row["cpu_hours"])
-    table = markdown_table(rows, len(seeds)) + "\n\n" + configuration_table(rows, manifest)
+    table = results_table(rows, len(seeds)) + "\n\n" + configuration_table(rows, manifest)
     print(f"\n{manifest['dataset']}: each model searched with {manifest['settings']['num_samples']} trials "
           f"({manifest['settings']['search_alg']}, {manifest['settings']['scheduler']}), best configuration run "
           f"with seeds {seeds}; test metrics at the best-valid epoch, mean ± std\n")
     print(table)
     results_path = os.path.abspath(results_path or os.path.join(folder, "results.json"))
     stem = results_path[:-5] if results_path.endswith(".json") else results_path
-    _write_json(f"{stem}.json", {"dataset": manifest["dataset"], "models": models, "seeds": seeds,
+    write_json(f"{stem}.json", {"dataset": manifest["dataset"], "models": models, "seeds": seeds,
                                  "settings": manifest["settings"], "overrides": manifest["overrides"],
                                  "benchmark_dir": folder, "summary": rows, "searches": searches, "runs": runs,
                                  "table": table})
-    import csv
-
-    with atomic_write(f"{stem}.csv", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(f"{stem}.csv", rows)
     print(f"\nwritten: {stem}.json, {stem}.csv; best configurations: {folder}/<Model>.best.yaml")
     return rows
 

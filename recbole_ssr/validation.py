@@ -16,6 +16,8 @@ import os
 from functools import lru_cache
 
 from recbole_ssr.errors import ConfigError
+from recbole_ssr.paths import properties_dir
+from recbole_ssr.safe_io import check_writable_folder
 
 EXTRA_KEYS = "extra_keys"
 
@@ -73,8 +75,6 @@ def _yaml_keys(path):
 
 def known_keys():
     """Every configuration key RecBole or the plugin reads (see the module docstring)."""
-    from recbole_ssr.paths import properties_dir
-
     return _known_keys(properties_dir())
 
 
@@ -233,8 +233,6 @@ def validate(final, defaults, given, sources, model_class=None):
 def check_output_locations(config):
     """``checkpoint_dir``, ``cache_dir`` and RecBole's log folders (``./log``, ``./log_tensorboard``) can be
     written: found before the data is loaded, not at the first checkpoint or after the last epoch."""
-    from recbole_ssr.safe_io import check_writable_folder
-
     check_writable_folder(config["checkpoint_dir"], "checkpoint_dir", "set --checkpoint_dir=DIR to a folder you can "
                                                                        "write to")
     if config["cache_dir"]:

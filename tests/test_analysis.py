@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pandas as pd
@@ -16,10 +15,10 @@ from conftest import QUICK, REPO_ROOT
 from recbole_ssr.analysis import common, run_analysis
 from recbole_ssr.analysis.ablation import plan_variants
 from recbole_ssr.analysis.bands import cross_modal_similarity, energy_shares, gate_weights_by_degree
-from recbole_ssr.analysis.groups import (bucket_index, bucket_labels, check_bounds, groups_markdown,
-                                         training_degrees)
+from recbole_ssr.evaluation import bucket_index, bucket_labels, check_bounds, groups_markdown, training_degrees
 from recbole_ssr.errors import ConfigError
 from recbole_ssr.quick_start import prepare, run
+from recbole_ssr.spec import ExperimentSpec
 from recbole_ssr.utils import get_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -235,7 +234,7 @@ def spy_terms(model, interaction):
 
 def test_ablation_variants_remove_exactly_their_term(make_mmrec):
     name, _, config_dict = tiny(make_mmrec)
-    args = types.SimpleNamespace(config_files=None, seeds=1)
+    args = ExperimentSpec()
     settings = common.load_settings({})
     planned, skipped = plan_variants("SSR", name, args, config_dict, settings)
     variants = dict(planned)
@@ -264,8 +263,8 @@ def test_ablation_variants_remove_exactly_their_term(make_mmrec):
 # the four analyses end to end: reports, CSV, JSON and plots
 # ---------------------------------------------------------------------------------------------------------------
 def analysis_args(tmp_path, **extra):
-    return types.SimpleNamespace(**dict(dict(seeds=1, config_files=None, analysis_output=str(tmp_path / "out"),
-                                             results=str(tmp_path / "res.json")), **extra))
+    return ExperimentSpec(**dict(dict(analysis_output=str(tmp_path / "out"), results=str(tmp_path / "res.json")),
+                                 **extra))
 
 
 def test_ablation_and_groups_analyses_write_tables_and_plots(make_mmrec, tmp_path):

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from conftest import QUICK
-from recbole_ssr.benchmark import main as merge_main, mean_std, run_side_by_side
+from recbole_ssr.benchmark import main as merge_main, run_side_by_side
+from recbole_ssr.report import mean_std
 from recbole_ssr.errors import ConfigError
 
 

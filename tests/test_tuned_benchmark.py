@@ -13,7 +13,7 @@ import yaml
 from recbole_ssr.cli import main, parse_args
 from recbole_ssr.errors import ConfigError
 from recbole_ssr.search_space import parse_search_space
-from recbole_ssr.tuning import planned_trials, run_search
+from recbole_ssr.tune.driver import planned_trials, run_search
 
 TINY = ["--epochs=1", "--state=ERROR", "--train_batch_size=64"]
 

@@ -17,8 +17,9 @@ from recbole_ssr.cli import main, parse_args
 from recbole_ssr.errors import ConfigError
 from recbole_ssr.search_space import (
     DISTRIBUTIONS, apply_params, default_settings, load_search_space, parse_search_space)
-from recbole_ssr.tuning import (
-    BestTracker, evaluate_checkpoint, new_search_folder, resolve_settings, run_search, select_best)
+from recbole_ssr.tune.driver import new_search_folder, resolve_settings, run_search
+from recbole_ssr.tune.results import select_best
+from recbole_ssr.tune.trial import BestTracker, evaluate_checkpoint
 
 SEARCH_DIR = os.path.join(REPO_ROOT, "properties", "search")
 

@@ -15,25 +15,20 @@ tables (markdown + CSV), JSON and PNG plots to a new folder under ``--analysis_o
 ANALYSES = ("groups", "ablation", "bands", "sensitivity")
 
 
-def run_analysis(name, models, dataset, args, overrides):
-    """Entry point of the CLI (``recbole_ssr.cli``); returns the output folder."""
-    from recbole_ssr.analysis import common
+def run_analysis(name, models, dataset, spec, overrides):
+    """Entry point of the CLI (``recbole_ssr.cli``; ``spec``: its :class:`~recbole_ssr.spec.ExperimentSpec`);
+    returns the output folder."""
+    from recbole_ssr.analysis import ablation, bands, common, groups, sensitivity
     from recbole_ssr.errors import ConfigError
     from recbole_ssr.utils import get_model
 
-    if name not in ANALYSES:
+    runners = {"groups": groups.run_groups, "ablation": ablation.run_ablation, "bands": bands.run_bands,
+               "sensitivity": sensitivity.run_sensitivity}
+    if name not in runners:
         raise ConfigError(f"unknown analysis '{name}': use one of {', '.join(ANALYSES)}.")
     for model in models:  # a typo fails before any training
         get_model(model)
     overrides = dict(overrides)
-    settings = common.load_settings(overrides, getattr(args, "config_files", None))
-    common.check_metric(settings, models[0], dataset, getattr(args, "config_files", None), overrides)
-    if name == "groups":
-        from recbole_ssr.analysis.groups import run_groups as runner
-    elif name == "ablation":
-        from recbole_ssr.analysis.ablation import run_ablation as runner
-    elif name == "bands":
-        from recbole_ssr.analysis.bands import run_bands as runner
-    else:
-        from recbole_ssr.analysis.sensitivity import run_sensitivity as runner
-    return runner(models, dataset, args, overrides, settings)
+    settings = common.load_settings(overrides, spec.config_files)
+    common.check_metric(settings, models[0], dataset, spec.config_files, overrides)
+    return runners[name](models, dataset, spec, overrides, settings)

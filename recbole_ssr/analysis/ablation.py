@@ -16,20 +16,19 @@ Output: ``ablation.md`` (table: test metrics mean ± std over seeds, the cold-st
 import os
 
 from recbole_ssr.analysis import common, plots
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.data.features import resolve_modalities
+from recbole_ssr.report import markdown_table, write_csv
 
 
 def dataset_modalities(config):
     """The modality names a run on this configuration would use (no data loaded)."""
-    from recbole_ssr.data.features import resolve_modalities
-
     folder = config["dataset_dir"] if "dataset_dir" in config and config["dataset_dir"] else config["data_path"]
     return list(resolve_modalities(config, folder))
 
 
-def plan_variants(model, dataset, args, overrides, settings):
+def plan_variants(model, dataset, spec, overrides, settings):
     """[(label, overrides)] to run and [(label, reason)] skipped, for one model."""
-    config = common.model_config(model, dataset, getattr(args, "config_files", None), overrides)
+    config = common.model_config(model, dataset, spec.config_files, overrides)
     variants = dict(settings["ablation_variants"])
     if "full" not in variants:
         variants = {"full": {}, **variants}
@@ -55,29 +54,18 @@ def _same(current, value, modalities):
     return current == value
 
 
-def run_ablation(models, dataset, args, overrides, settings):
+def run_ablation(models, dataset, spec, overrides, settings):
     metric = settings["analysis_metric"]
-    plans = {model: plan_variants(model, dataset, args, overrides, settings) for model in models}
-    if not any(planned for planned, _ in plans.values()):
-        raise ConfigError("no ablation variant applies to the given model(s).")
-    folder = common.start(args, "ablation", dataset)
+    plans = common.plan(models, lambda model: plan_variants(model, dataset, spec, overrides, settings),
+                        "no ablation variant applies to the given model(s).")
+    folder = common.start(spec, "ablation", dataset)
     configs = [(model, label, extra) for model in models for label, extra in plans[model][0]]
-    runs = common.run_grid(configs, dataset, args, overrides, settings,
+    runs = common.run_grid(configs, dataset, spec, overrides, settings,
                            progress_path=os.path.join(folder, "runs.jsonl"))
 
-    rows = []
-    for run in runs:
-        if run["status"] != "ok":
-            continue
-        row = {"model": run["model"], "variant": run["label"], "seed": run["seed"],
-               "overrides": run["overrides"], **run["test_result"]}
-        cold = _cold_user_bucket(run.get("groups"))
-        if cold is not None:
-            label, entry = cold
-            row.update({f"users {label} {k}": v for k, v in entry.items() if "@" in k})
-        row.update(best_epoch=run.get("best_epoch"), seconds_per_epoch=run.get("seconds_per_epoch"),
-                   n_params=run.get("n_params"))
-        rows.append(row)
+    rows = [common.result_row(run, {"model": run["model"], "variant": run["label"], "seed": run["seed"],
+                                     "overrides": run["overrides"]}, n_params=True)
+            for run in runs if run["status"] == "ok"]
     values = common.metric_keys(rows)
     summary = common.summarise(rows, ("model", "variant"), values)
 
@@ -97,17 +85,17 @@ def run_ablation(models, dataset, args, overrides, settings):
             cells += [common.fmt_mean_std(stats.get(k)) for k in header[3:-2]]
             cells += ["" if label == "full" else common.fmt_change(stats.get(metric), reference), stats["n"]]
             table_rows.append(cells)
-    table = common.markdown_table(header, table_rows)
+    table = markdown_table(header, table_rows)
     skipped = [f"- {model} `{label}`: {reason}" for model in models for label, reason in plans[model][1]]
 
-    common.write_csv(os.path.join(folder, "ablation.csv"), rows)
-    common.write_csv(os.path.join(folder, "ablation_summary.csv"),
+    write_csv(os.path.join(folder, "ablation.csv"), rows)
+    write_csv(os.path.join(folder, "ablation_summary.csv"),
                      common.summary_rows(summary, ("model", "variant")))
     chart = os.path.join(folder, f"ablation_{common.slug(metric)}.png")
     labels = list(dict.fromkeys(label for model in models for label, _ in plans[model][0]))
     plots.grouped_bars(chart, labels, {m: [summary.get((m, v), {}).get(metric) for v in labels] for m in models},
                        ylabel=metric, title=f"{dataset}: ablation ({metric}, test)")
-    report = [f"# Ablation: {dataset}", "", common.describe_runs(runs, args, overrides), "",
+    report = [f"# Ablation: {dataset}", "", common.describe_runs(runs, overrides), "",
               "Test metrics of the best-valid checkpoint, mean ± std over seeds; Δ = relative change of the mean "
               f"{metric} against `full`; `users <=b`: the cold-start user bucket.", "", table, ""]
     if skipped:
@@ -115,18 +103,9 @@ def run_ablation(models, dataset, args, overrides, settings):
     report += [f"![ablation]({os.path.basename(chart)})", "", common.GROUP_DEFINITIONS]
     common.write_report(folder, "ablation", report,
                         {"summary": common.summary_rows(summary, ("model", "variant")), "runs": runs,
-                         "skipped": [{"model": m, "variant": l, "reason": r} for m in models for l, r in plans[m][1]]},
-                        args)
+                         "skipped": [{"model": m, "variant": l, "reason": r} for m in models for l, r in plans[m][1]]}, spec.results)
     print(f"\n{dataset}: ablation, test metrics mean ± std over seeds\n\n{table}")
     return folder
-
-
-def _cold_user_bucket(groups):
-    """(label, entry) of the lowest-degree user bucket (the paper's cold-start users by default)."""
-    if not groups or not groups.get("user_degree"):
-        return None
-    label, entry = next(iter(groups["user_degree"].items()))
-    return label, entry
 
 
 def _fmt_overrides(extra):

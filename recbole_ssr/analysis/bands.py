@@ -36,10 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from recbole_ssr.analysis import common, plots
-from recbole_ssr.analysis.groups import (bucket_index, bucket_labels, degree_bounds, group_metrics, group_names,
-                                         training_degrees)
 from recbole_ssr.errors import ConfigError
+from recbole_ssr.evaluation import bucket_index, bucket_labels, degree_bounds, group_names, training_degrees
+from recbole_ssr.report import markdown_table, write_csv
 from recbole_ssr.model.spectral import band_energy_shares
+from recbole_ssr.quick_start import run
+from recbole_ssr.utils import get_model
 
 
 def band_label(m, num_bands):
@@ -101,7 +103,7 @@ def gate_weights_by_degree(model, train_dataset, bounds):
 
 def band_removal(model, trainer, test_data, train_dataset, config, metric):
     """Rows {removed, group, n_users, value, change}: ``metric`` per group with one band zeroed at inference."""
-    reference = group_metrics(trainer, test_data, train_dataset, config)
+    reference = trainer.evaluate_groups(test_data, train_dataset)
     if reference is None:
         raise ConfigError("the band removal needs full-sort evaluation with top-k metrics (eval_args mode: full).")
     if metric not in reference["all"]:
@@ -112,7 +114,7 @@ def band_removal(model, trainer, test_data, train_dataset, config, metric):
     try:
         for m in range(model.num_bands):
             model.remove_band_at_inference(m)
-            groups = group_metrics(trainer, test_data, train_dataset, config)
+            groups = trainer.evaluate_groups(test_data, train_dataset)
             for name, entry in group_names(groups):
                 value = entry.get(metric)
                 rows.append({"removed": band_label(m, model.num_bands), "group": name, "n_users": entry["n_users"],
@@ -153,8 +155,6 @@ def cross_modal_similarity(model, max_nodes, seed, bands=None):
 
 def diagnose(model_name, dataset, config_files, config_dict, settings):
     """Train SSR once (``config_dict`` includes the seed) and return every diagnostic of this run."""
-    from recbole_ssr.quick_start import run
-
     state, history = {}, []
 
     def record(epochs_trained):
@@ -189,8 +189,7 @@ def diagnose(model_name, dataset, config_files, config_dict, settings):
     return result
 
 
-def run_bands(models, dataset, args, overrides, settings):
-    from recbole_ssr.utils import get_model
+def run_bands(models, dataset, spec, overrides, settings):
 
     if len(models) != 1 or not hasattr(get_model(models[0]), "band_signal"):
         raise ConfigError(f"--analysis=bands inspects SSR's frequency bands: pass a single --model=SSR "
@@ -198,22 +197,22 @@ def run_bands(models, dataset, args, overrides, settings):
     model_name = models[0]
     overrides = dict(overrides)
     seed0 = common.base_seed(overrides)
-    seeds = [seed0 + i for i in range(max(1, int(getattr(args, "seeds", 1) or 1)))]
-    folder = common.start(args, "bands", dataset)
+    seeds = [seed0 + i for i in range(max(1, int(spec.seeds or 1)))]
+    folder = common.start(spec, "bands", dataset)
     metric = settings["analysis_metric"]
 
     per_seed, tables = [], {k: [] for k in ("energy_history", "energy_best", "gate_weights", "band_removal",
                                             "mixing", "cross_modal_similarity")}
     for seed in seeds:
         print(f"[analysis] bands: {model_name} seed {seed} ...", flush=True)
-        result = diagnose(model_name, dataset, getattr(args, "config_files", None), dict(overrides, seed=seed),
+        result = diagnose(model_name, dataset, spec.config_files, dict(overrides, seed=seed),
                           settings)
         per_seed.append(dict(result, seed=seed))
         for key in tables:
             tables[key] += [dict(row, seed=seed) for row in result[key]]
         print(f"[analysis] bands: {model_name} seed {seed}: done", flush=True)
     for key, rows in tables.items():
-        common.write_csv(os.path.join(folder, f"{key}.csv"), rows)
+        write_csv(os.path.join(folder, f"{key}.csv"), rows)
 
     report = [f"# Band diagnostics: {model_name} on {dataset}", "",
               f"Seeds {seeds}; band method `{per_seed[0]['band_method']}`, band edges λ (best checkpoint, first "
@@ -229,7 +228,7 @@ def run_bands(models, dataset, args, overrides, settings):
     runs = [dict(r["outcome"], seed=r["seed"], status="ok") for r in per_seed]
     common.write_report(folder, "bands", report,
                         {"runs": runs, "seeds": seeds, **{k: v for k, v in tables.items()},
-                         "band_edges": {r["seed"]: r["band_edges"] for r in per_seed}}, args)
+                         "band_edges": {r["seed"]: r["band_edges"] for r in per_seed}}, spec.results)
     return folder
 
 
@@ -251,7 +250,7 @@ def _energy_section(folder, tables, dataset):
     for nodes in ("all", "users", "items"):
         rows = [[f"{nodes}: {name}"] + [common.fmt_mean_std(best[(nodes, name, m)]["share"], 3)
                                         for m in range(num_bands)] for name in modalities]
-        lines_ += [common.markdown_table(["nodes: modality"] + labels, rows), ""]
+        lines_ += [markdown_table(["nodes: modality"] + labels, rows), ""]
     matrix = [[best[("all", name, m)]["share"][0] for m in range(num_bands)] for name in modalities]
     plots.heatmap(os.path.join(folder, "energy_best.png"), matrix, modalities, labels,
                   title=f"{dataset}: energy share per band (best checkpoint)")
@@ -271,7 +270,7 @@ def _energy_section(folder, tables, dataset):
                           f"{_mean(history, ('all', name, m, end)):.3f}" for m in range(num_bands)]
                 for name in modalities]
         lines_ += [f"Over training (all nodes, {start} → {end} epochs trained):", "",
-                   common.markdown_table(["modality"] + labels, rows), ""]
+                   markdown_table(["modality"] + labels, rows), ""]
     lines_ += ["![energy, best checkpoint](energy_best.png) ![energy over training](energy_over_training.png)", ""]
     return lines_
 
@@ -292,7 +291,7 @@ def _gate_section(folder, tables):
         buckets = list(dict.fromkeys(key[1] for key in summary if key[0] == side))
         rows = [[b, counts[(side, b)]] + [common.fmt_mean_std(summary[(side, b, m)]["weight"], 4)
                                           for m in range(num_bands)] for b in buckets]
-        lines_ += [f"{side}:", "", common.markdown_table(["degree", side] + labels, rows), ""]
+        lines_ += [f"{side}:", "", markdown_table(["degree", side] + labels, rows), ""]
         if side == "users":
             plots.grouped_bars(os.path.join(folder, "gate_weights_by_degree.png"), buckets,
                                {labels[m]: [summary[(side, b, m)]["weight"] for b in buckets]
@@ -326,7 +325,7 @@ def _removal_section(folder, tables, metric):
                        horizontal_line=0.0)
     return ["## Band removed at inference", "",
             f"Test {metric} of the best checkpoint with one band zeroed before stage (iii) (change against the "
-            "full model in brackets).", "", common.markdown_table(["removed"] + groups, rows), "",
+            "full model in brackets).", "", markdown_table(["removed"] + groups, rows), "",
             "![band removal](band_removal.png)", ""]
 
 
@@ -358,7 +357,7 @@ def _mixing_section(tables):
                                          for n in range(num_bands)] for m in range(num_bands)]
         distance = common.fmt_mean_std(summary[(side, 0, 0)]["max_abs_from_uniform"], 3)
         lines_ += [f"{side}s (max |S − 1/M| = {distance}):", "",
-                   common.markdown_table([side] + [f"in {label}" for label in labels], rows), ""]
+                   markdown_table([side] + [f"in {label}" for label in labels], rows), ""]
     return lines_
 
 
@@ -377,7 +376,7 @@ def _similarity_section(folder, tables):
         rows = [[pair] + [f"{summary[(side, pair, m)]['cos_same'][0]:.3f} / "
                           f"{summary[(side, pair, m)]['cos_random'][0]:.3f}" for m in range(num_bands)]
                 for pair in pairs]
-        lines_ += [f"{side} (same / random):", "", common.markdown_table(["pair"] + labels, rows), ""]
+        lines_ += [f"{side} (same / random):", "", markdown_table(["pair"] + labels, rows), ""]
         series = {}
         for pair in pairs:
             series[pair] = [summary[(side, pair, m)]["cos_same"] for m in range(num_bands)]

@@ -1,14 +1,15 @@
 """Shared pieces of the analyses: settings, output folder, running configurations x seeds, tables, reports."""
 
-import csv
 import json
 import math
 import os
-import time
 
+from recbole_ssr.config import Config
 from recbole_ssr.errors import ConfigError, yaml_error_text
-
-DEFAULTS_FILE = os.path.join("analysis", "defaults.yaml")
+from recbole_ssr.evaluation import analysis_defaults, check_bounds
+from recbole_ssr.report import append_jsonl, markdown_table, mean_std, plain
+from recbole_ssr.runner import RunSpec, run_many
+from recbole_ssr.safe_io import atomic_write, new_stamped_folder, write_json
 #: settings that are also configuration keys of every run (kept in the run overrides)
 RUN_KEYS = ("group_degree_bounds",)
 
@@ -19,30 +20,13 @@ GROUP_DEFINITIONS = (
     "ranked among the cold items only. Test set, best-valid checkpoint.")
 
 
-def load_defaults():
-    """``properties/analysis/defaults.yaml`` as a dict."""
-    import yaml
-
-    from recbole_ssr.paths import properties_dir
-
-    path = os.path.join(properties_dir(), DEFAULTS_FILE)
-    if not os.path.isfile(path):
-        raise ConfigError(f"the analysis settings file {path} is missing; restore properties/{DEFAULTS_FILE} "
-                          "from the source tree.")
-    with open(path, "r", encoding="utf-8") as f:
-        loaded = yaml.safe_load(f) or {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path} must be a yaml mapping of settings.")
-    return loaded
-
-
 def load_settings(overrides, config_files=None):
     """The analysis defaults, each replaced by the same key in a ``--config_files`` yaml, then by a ``--key=value``.
     Analysis-only keys are removed from ``overrides`` (they are not configuration keys of the runs);
     ``group_degree_bounds`` stays in both."""
     import yaml
 
-    settings = load_defaults()
+    settings = analysis_defaults()
     for path in config_files or []:
         try:
             with open(path, "r", encoding="utf-8") as f:
@@ -65,8 +49,6 @@ def load_settings(overrides, config_files=None):
     if not isinstance(grid, dict) or not all(isinstance(v, (list, tuple)) and v for v in grid.values()):
         raise ConfigError("sensitivity_grid must map configuration keys to non-empty lists of values, e.g. "
                           "{'band_num': [1, 2, 3, 4]}.")
-    from recbole_ssr.analysis.groups import check_bounds
-
     settings["group_degree_bounds"] = check_bounds(settings["group_degree_bounds"])
     settings["analysis_metric"] = str(settings["analysis_metric"]).lower()
     return settings
@@ -82,21 +64,24 @@ def check_metric(settings, model, dataset, config_files, overrides):
                           f"give {', '.join(available)}. Pick one of them or change metrics/topk.")
 
 
-def output_folder(args, analysis, dataset):
+def output_folder(spec, analysis, dataset):
     """A new ``<analysis_output>/<analysis>-<dataset>-<timestamp>`` folder (default root ``analysis_results/``)."""
-    root = os.path.abspath(getattr(args, "analysis_output", None) or "analysis_results")
-    stem = os.path.join(root, f"{analysis}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    folder, n = stem, 1
-    while os.path.exists(folder):
-        n += 1
-        folder = f"{stem}-{n}"
-    os.makedirs(folder)
-    return folder
+    return new_stamped_folder(os.path.abspath(spec.analysis_output or "analysis_results"), f"{analysis}-{dataset}",
+                              "analysis folder")
 
 
-def start(args, analysis, dataset):
+def plan(models, plan_one, nothing):
+    """``{model: (planned, skipped)}`` of every model; a :class:`ConfigError` saying ``nothing`` when no model has
+    anything to run (before the output folder is created)."""
+    plans = {model: plan_one(model) for model in models}
+    if not any(planned for planned, _ in plans.values()):
+        raise ConfigError(nothing)
+    return plans
+
+
+def start(spec, analysis, dataset):
     """Create and announce the output folder (after the analysis has validated its inputs)."""
-    folder = output_folder(args, analysis, dataset)
+    folder = output_folder(spec, analysis, dataset)
     print(f"[analysis] {analysis} on {dataset}: output folder {folder}", flush=True)
     return folder
 
@@ -107,59 +92,48 @@ def base_seed(overrides):
 
 def model_config(model, dataset, config_files, overrides):
     """The final configuration a run of ``model`` would get (no data is loaded)."""
-    from recbole_ssr.config import Config
-
     return Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(overrides))
 
 
-def run_grid(configs, dataset, args, overrides, settings, on_result=None, progress_path=None):
+def run_grid(configs, dataset, spec, overrides, settings, on_result=None, progress_path=None):
     """Train every ``(model, label, extra_overrides)`` with every seed (``seed, seed+1, ...``); returns the runs
     (each run's outcome plus ``label``, ``seed``, ``status``). Identical configurations are run once.
-    ``analysis_isolated``: each run in a fresh process (as side-by-side mode), else in this process.
-    ``progress_path``: each finished run is appended there as one JSON line, so a long analysis that is
-    interrupted keeps the runs it finished."""
-    from recbole_ssr.runner import run_in_process, run_isolated
-
+    ``analysis_isolated``: each run in a fresh process (as side-by-side mode), else in this process
+    (:func:`recbole_ssr.runner.run_many`). ``progress_path``: each finished run is appended there as one JSON line,
+    so a long analysis that is interrupted keeps the runs it finished."""
     overrides = dict(overrides)
     seed0 = base_seed(overrides)
-    seeds = [seed0 + i for i in range(max(1, int(getattr(args, "seeds", 1) or 1)))]
-    runner = run_isolated if settings.get("analysis_isolated", True) else run_in_process
-    done, runs = {}, []
+    seeds = [seed0 + i for i in range(max(1, int(spec.seeds or 1)))]
+    specs, users, index_of = [], [], {}  # users[i]: the (model, label, seed, extra) rows that share specs[i]
+    order = []  # (spec index, model, label, seed, extra) in table order
     for model, label, extra in configs:
         for seed in seeds:
             config_dict = dict(overrides, **extra, seed=seed)
             key = json.dumps([model, config_dict], sort_keys=True, default=str)
-            if key not in done:
-                started = time.time()
-                print(f"[analysis] {model} {label} seed {seed} ...", flush=True)
-                outcome = runner(model, dataset, getattr(args, "config_files", None), config_dict)
-                outcome["wall_seconds"] = round(time.time() - started, 1)
-                status = outcome["status"] if outcome["status"] == "ok" else f"FAILED ({outcome['error']})"
-                print(f"[analysis] {model} {label} seed {seed}: {status}", flush=True)
-                done[key] = outcome
-            run = dict(done[key], model=model, label=label, seed=seed, overrides=extra)
-            runs.append(run)
+            if key not in index_of:
+                index_of[key] = len(specs)
+                specs.append(RunSpec(model, dataset, seed, config_dict, list(spec.config_files or []), label=label))
+                users.append([])
+            users[index_of[key]].append((model, label, seed, extra))
+            order.append((index_of[key], model, label, seed, extra))
+    runs = {}
+
+    def finished(index, outcome):
+        for model, label, seed, extra in users[index]:
+            run = dict(outcome, model=model, label=label, seed=seed, overrides=extra)
+            runs[(index, model, label, seed)] = run
             if progress_path is not None:
-                with open(progress_path, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(run, default=str) + "\n")
+                append_jsonl(progress_path, run)
             if on_result is not None:
                 on_result(run)
-    return runs
+
+    run_many(specs, on_result=finished, isolated=settings.get("analysis_isolated", True), label="analysis")
+    return [runs[(index, model, label, seed)] for index, model, label, seed, _ in order]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # aggregation and tables
 # ---------------------------------------------------------------------------------------------------------------
-def mean_std(values):
-    values = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not values:
-        return (math.nan, math.nan)
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return (mean, 0.0)
-    return (mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)))
-
-
 def metric_keys(rows):
     """Metric columns (``name@k``) present in ``rows``, in first-seen order."""
     return list(dict.fromkeys(k for row in rows for k in row if "@" in k))
@@ -203,40 +177,38 @@ def fmt_change(value, reference):
     return f"{100.0 * (value[0] - reference[0]) / reference[0]:+.1f}%"
 
 
-def markdown_table(header, rows):
-    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def summary_table(summary, by, values):
     rows = [list(key) + [fmt_mean_std(stats.get(v)) for v in values] + [stats["n"]]
             for key, stats in summary.items()]
     return markdown_table(list(by) + list(values) + ["runs"], rows)
 
 
-def write_csv(path, rows):
-    from recbole_ssr.safe_io import atomic_write
-
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with atomic_write(path, newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields or ["empty"])
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _cell(v) for k, v in row.items()})
-
-
-def _cell(value):
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, default=str)
-    return value
-
-
 def slug(text):
     return "".join(c if c.isalnum() else "_" for c in str(text)).strip("_")
 
 
-def describe_runs(runs, args, overrides):
+def cold_user_bucket(groups):
+    """(label, entry) of the lowest-degree user bucket (the paper's cold-start users by default)."""
+    if not groups or not groups.get("user_degree"):
+        return None
+    return next(iter(groups["user_degree"].items()))
+
+
+def result_row(run, keys, n_params=False):
+    """One table row of a finished run: ``keys``, its test metrics, those of its cold-start user bucket
+    (``users <=b <metric>``), best epoch and seconds per epoch (and its parameter count with ``n_params``)."""
+    row = dict(keys, **run["test_result"])
+    cold = cold_user_bucket(run.get("groups"))
+    if cold is not None:
+        label, entry = cold
+        row.update({f"users {label} {k}": v for k, v in entry.items() if "@" in k})
+    row.update(best_epoch=run.get("best_epoch"), seconds_per_epoch=run.get("seconds_per_epoch"))
+    if n_params:
+        row["n_params"] = run.get("n_params")
+    return row
+
+
+def describe_runs(runs, overrides):
     ok = sum(r["status"] == "ok" for r in runs)
     seeds = sorted({r["seed"] for r in runs})
     extra = ", ".join(f"`{k}={v}`" for k, v in overrides.items()) or "none"
@@ -248,18 +220,13 @@ def describe_runs(runs, args, overrides):
     return text
 
 
-def write_report(folder, name, lines, payload, args):
-    """``<name>.md`` and ``<name>.json`` in ``folder`` (+ ``--results`` JSON); prints where they are."""
-    from recbole_ssr.quick_start import _plain, write_json
-
-    from recbole_ssr.safe_io import atomic_write
-
+def write_report(folder, name, lines, payload, results=None):
+    """``<name>.md`` and ``<name>.json`` in ``folder`` (+ the ``results`` JSON); prints where they are."""
     report = os.path.join(folder, f"{name}.md")
     with atomic_write(report) as f:
         f.write("\n".join(lines).rstrip() + "\n")
-    payload = _plain(dict(payload, analysis=name, output_dir=folder))
+    payload = plain(dict(payload, analysis=name, output_dir=folder))
     write_json(os.path.join(folder, f"{name}.json"), payload)
-    results = getattr(args, "results", None)
     if results:
         write_json(results, payload)
     print(f"\n[analysis] {name}: tables, plots and report written to {folder}", flush=True)

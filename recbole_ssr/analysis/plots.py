@@ -6,6 +6,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from recbole_ssr.safe_io import save_with
+
 DPI = 110
 
 
@@ -17,8 +19,6 @@ def _figure(width=7.0, height=4.2, ncols=1, nrows=1):
 
 
 def _save(figure, path):
-    from recbole_ssr.safe_io import save_with
-
     figure.tight_layout()
     save_with(path, lambda handle: figure.savefig(handle, format="png"))
     return path

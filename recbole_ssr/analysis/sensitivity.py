@@ -14,13 +14,12 @@ analysis metric overall and for the cold-start users against the value, error ba
 import os
 
 from recbole_ssr.analysis import common, plots
-from recbole_ssr.analysis.ablation import _cold_user_bucket
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.report import markdown_table, write_csv
 
 
-def plan_sweeps(model, dataset, args, overrides, settings):
+def plan_sweeps(model, dataset, spec, overrides, settings):
     """({key: (configured value, [values])}, [(key, reason)] skipped) for one model."""
-    config = common.model_config(model, dataset, getattr(args, "config_files", None), overrides)
+    config = common.model_config(model, dataset, spec.config_files, overrides)
     sweeps, skipped = {}, []
     for key, values in settings["sensitivity_grid"].items():
         if key not in config:
@@ -30,12 +29,11 @@ def plan_sweeps(model, dataset, args, overrides, settings):
     return sweeps, skipped
 
 
-def run_sensitivity(models, dataset, args, overrides, settings):
+def run_sensitivity(models, dataset, spec, overrides, settings):
     metric = settings["analysis_metric"]
-    plans = {model: plan_sweeps(model, dataset, args, overrides, settings) for model in models}
-    if not any(sweeps for sweeps, _ in plans.values()):
-        raise ConfigError("no key of sensitivity_grid is a configuration key of the given model(s).")
-    folder = common.start(args, "sensitivity", dataset)
+    plans = common.plan(models, lambda model: plan_sweeps(model, dataset, spec, overrides, settings),
+                        "no key of sensitivity_grid is a configuration key of the given model(s).")
+    folder = common.start(spec, "sensitivity", dataset)
     configs, points = [], {}
     for model in models:
         for key, (configured, values) in plans[model][0].items():
@@ -44,20 +42,14 @@ def run_sensitivity(models, dataset, args, overrides, settings):
                 points[label] = (key, value)
                 # the configured point runs without an override, so every sweep shares its runs
                 configs.append((model, label, {} if _equal(value, configured) else {key: value}))
-    runs = common.run_grid(configs, dataset, args, overrides, settings,
+    runs = common.run_grid(configs, dataset, spec, overrides, settings,
                            progress_path=os.path.join(folder, "runs.jsonl"))
 
     rows = []
     for run in runs:
-        if run["status"] != "ok":
-            continue
-        key, value = points[run["label"]]
-        row = {"model": run["model"], "key": key, "value": value, "seed": run["seed"], **run["test_result"]}
-        cold = _cold_user_bucket(run.get("groups"))
-        if cold is not None:
-            row.update({f"users {cold[0]} {k}": v for k, v in cold[1].items() if "@" in k})
-        row.update(best_epoch=run.get("best_epoch"), seconds_per_epoch=run.get("seconds_per_epoch"))
-        rows.append(row)
+        if run["status"] == "ok":
+            key, value = points[run["label"]]
+            rows.append(common.result_row(run, {"model": run["model"], "key": key, "value": value, "seed": run["seed"]}))
     values = common.metric_keys(rows)
     for row in rows:
         row["value_key"] = repr(row["value"])  # hashable, keeps 0.1 and '0.1' apart
@@ -65,7 +57,7 @@ def run_sensitivity(models, dataset, args, overrides, settings):
     cold_metric = next((k for k in values if k.startswith("users ") and k.endswith(f" {metric}")), None)
     shown = [k for k in values if not k.startswith("users ")] + ([cold_metric] if cold_metric else [])
 
-    report = [f"# Sensitivity: {dataset}", "", common.describe_runs(runs, args, overrides), "",
+    report = [f"# Sensitivity: {dataset}", "", common.describe_runs(runs, overrides), "",
               "One key varied at a time, every other key at its configured value (marked *). Test metrics of the "
               "best-valid checkpoint, mean ± std over seeds.", ""]
     panels, printed = {}, []
@@ -84,7 +76,7 @@ def run_sensitivity(models, dataset, args, overrides, settings):
                                   + [stats["n"]])
                 overall.append(stats.get(metric))
                 cold.append(stats.get(cold_metric) if cold_metric else None)
-            table = common.markdown_table([key] + shown + ["runs"], table_rows)
+            table = markdown_table([key] + shown + ["runs"], table_rows)
             title = key if len(models) == 1 else f"{model}: {key}"
             series = {"all users": overall}
             if cold_metric:
@@ -99,11 +91,11 @@ def run_sensitivity(models, dataset, args, overrides, settings):
     plots.lines(os.path.join(folder, "sensitivity.png"), panels, ylabel=metric, categorical_x=True,
                 title=f"{dataset}: sensitivity ({metric}, test)")
     report += ["", "![all sweeps](sensitivity.png)", "", common.GROUP_DEFINITIONS]
-    common.write_csv(os.path.join(folder, "sensitivity.csv"), rows)
-    common.write_csv(os.path.join(folder, "sensitivity_summary.csv"),
+    write_csv(os.path.join(folder, "sensitivity.csv"), rows)
+    write_csv(os.path.join(folder, "sensitivity_summary.csv"),
                      common.summary_rows(summary, ("model", "key", "value")))
     common.write_report(folder, "sensitivity", report,
-                        {"summary": common.summary_rows(summary, ("model", "key", "value")), "runs": runs}, args)
+                        {"summary": common.summary_rows(summary, ("model", "key", "value")), "runs": runs}, spec.results)
     print(f"\n{dataset}: sensitivity, test metrics mean ± std over seeds\n\n" + "\n".join(printed))
     return folder
 

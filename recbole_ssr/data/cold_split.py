@@ -17,20 +17,20 @@ Applied to the fixed split (``eval_protocol: mmrec``, or ``recbole`` with ``benc
 The result is written once to ``<cache_dir>/cold_split/<ds>-<digest>/`` (keyed by the source files, the ratio and
 the seed; concurrent runs are safe) with the item/user side files copied, plus ``cold_items.json`` (the tokens, per
 half, and the moved counts). Features are still read from the dataset folder, and the
-:mod:`recbole_ssr.analysis.groups` metrics report the cold items' own group (``cold_items``).
+:mod:`recbole_ssr.evaluation` group metrics report the cold items' own group (``cold_items``).
 """
 
-import hashlib
 import json
 import os
 import shutil
-import tempfile
 from logging import getLogger
 
 import numpy as np
 import pandas as pd
 
+from recbole_ssr.cache import content_key, file_signature
 from recbole_ssr.errors import ConfigError, DataError
+from recbole_ssr.safe_io import staged_folder
 
 PHASES = ("train", "valid", "test")
 DEFAULT_SEED = 2025
@@ -51,11 +51,6 @@ def cold_split_settings(config):
     return ratio, int(DEFAULT_SEED if seed is None else seed)
 
 
-def _signature(path):
-    stat = os.stat(path)
-    return [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
-
-
 def _item_column(frame, item_field, path):
     for column in frame.columns:
         if column.split(":")[0] == item_field:
@@ -67,8 +62,9 @@ def _item_column(frame, item_field, path):
 def apply_cold_item_split(data_path, name, item_field, ratio, seed, cache_dir):
     """Write the cold-start version of the fixed split in ``data_path`` and return its folder (see module doc)."""
     sources = [os.path.join(data_path, f"{name}.{phase}.inter") for phase in PHASES]
-    key = {"files": [_signature(p) for p in sources], "ratio": ratio, "seed": seed, "version": _VERSION}
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    key = {"files": [list(file_signature(p).values()) for p in sources], "ratio": ratio, "seed": seed,
+           "version": _VERSION}
+    digest = content_key(key)
     root = os.path.join(cache_dir or os.path.join(data_path, ".cache"), "cold_split")
     target = os.path.join(root, f"{name}-{digest}")
     if os.path.isfile(os.path.join(target, "cold_items.json")):
@@ -92,9 +88,7 @@ def apply_cold_item_split(data_path, name, item_field, ratio, seed, cache_dir):
         "valid": pd.concat([frames[1], train[moving["valid"]]], ignore_index=True),
         "test": pd.concat([frames[2], train[moving["test"]]], ignore_index=True),
     }
-    os.makedirs(root, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}-", dir=root)
-    try:
+    with staged_folder(target, marker="cold_items.json") as staging:
         for phase, frame in out.items():
             frame.to_csv(os.path.join(staging, f"{name}.{phase}.inter"), sep="\t", index=False)
         for suffix in ("item", "user"):
@@ -108,13 +102,6 @@ def apply_cold_item_split(data_path, name, item_field, ratio, seed, cache_dir):
                   "interactions": {phase: int(len(frame)) for phase, frame in out.items()}}
         with open(os.path.join(staging, "cold_items.json"), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1)
-        try:
-            os.replace(staging, target)
-        except OSError:  # another process wrote the same split first
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     getLogger().info(f"item cold-start split of '{name}': {n_cold} of {len(candidates)} training items held out "
                      f"({len(halves['valid'])} -> valid, {len(halves['test'])} -> test), "
                      f"{report['moved']} training interactions moved; files in {target}")

@@ -12,16 +12,15 @@
 so an interrupted build never leaves half a dataset behind.
 """
 
-import contextlib
 import os
 import shutil
-import tempfile
 from logging import getLogger
 
 import numpy as np
 import pandas as pd
 
 from recbole_ssr.errors import DataError
+from recbole_ssr.safe_io import staged_folder
 
 DEFAULT_DATASET = "ml-100k"
 
@@ -66,10 +65,7 @@ def build_default_dataset(folder, text_encoder=encode_texts):
     source = recbole_ml100k_dir()
     logger = getLogger()
     logger.info(f"building the embedded default dataset in {folder} (first use only; text features take ~30 s)")
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".ml-100k-", dir=parent)
-    try:
+    with staged_folder(folder, marker="DONE") as staging:
         for suffix in ("inter", "item"):
             shutil.copyfile(os.path.join(source, f"ml-100k.{suffix}"), os.path.join(staging, f"ml-100k.{suffix}"))
         items = pd.read_csv(os.path.join(source, "ml-100k.item"), sep="\t", dtype=str, keep_default_na=False)
@@ -79,24 +75,9 @@ def build_default_dataset(folder, text_encoder=encode_texts):
         with open(os.path.join(staging, "feature_item_ids.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(items["item_id:token"].tolist()) + "\n")
         open(os.path.join(staging, "DONE"), "w").close()
-        if os.path.isfile(os.path.join(folder, "DONE")):  # another run finished the same build meanwhile: use it
-            shutil.rmtree(staging, ignore_errors=True)
-            return folder
-        if os.path.isdir(folder):
-            if os.listdir(folder):
-                raise DataError(
-                    f"{folder} exists but holds no complete embedded dataset (no DONE marker); it is not removed. "
-                    "Move it away, or point --data_path elsewhere, to let the default dataset be built."
-                )
-            with contextlib.suppress(OSError):  # another run may have just renamed its build there
-                os.rmdir(folder)
-        try:
-            os.replace(staging, folder)
-        except OSError:
-            if not os.path.isfile(os.path.join(folder, "DONE")):
-                raise
-            shutil.rmtree(staging, ignore_errors=True)  # another run's complete build won the rename
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        if os.path.isdir(folder) and os.listdir(folder) and not os.path.isfile(os.path.join(folder, "DONE")):
+            raise DataError(
+                f"{folder} exists but holds no complete embedded dataset (no DONE marker); it is not removed. "
+                "Move it away, or point --data_path elsewhere, to let the default dataset be built."
+            )
     return folder

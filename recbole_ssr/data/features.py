@@ -17,6 +17,7 @@ padding item, is zero). With ``feature_item_ids``, items without a row get the m
 the count is logged and returned.
 """
 
+import glob
 import os
 from collections import OrderedDict
 from logging import getLogger
@@ -24,8 +25,15 @@ from logging import getLogger
 import numpy as np
 import torch
 
-from recbole_ssr.data.source import discover_modality_files
 from recbole_ssr.errors import DataError
+
+
+def discover_modality_files(folder):
+    """Every ``<name>_feat.npy`` in ``folder`` -> {name: file}, sorted by name."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*_feat.npy"))):
+        found[os.path.basename(path)[: -len("_feat.npy")]] = os.path.basename(path)
+    return found
 
 
 def resolve_modalities(config, folder, select=True):

@@ -8,6 +8,11 @@ Two layouts are read as they are:
   ``<ds>.train.inter`` / ``.valid.inter`` / ``.test.inter`` for a fixed split, plus feature files declared in the
   dataset yaml).
 
+:func:`prepare_source` resolves a dataset once per run into one :class:`DataSource` (the user's folder, its layout,
+the folder RecBole reads — converted, cold-split — and the fixed split files): it builds the embedded default
+dataset when missing, converts MMRec folders and applies an item cold-start split, writes the RecBole keys that
+follow from them into the config, and loads nothing (``create_dataset`` loads; the search driver only prepares).
+
 An MMRec ``.inter`` is converted once into RecBole atomic files under ``cache_dir`` (keyed by the source file's
 path, size and modification time, so an edited source is re-converted): ``<ds>.inter`` with every interaction
 (for ``eval_protocol: recbole``), ``<ds>.train|valid|test.inter`` holding exactly the x_label phases (for
@@ -15,18 +20,24 @@ path, size and modification time, so an edited source is re-converted): ``<ds>.i
 interaction are still ranked, as in MMRec.
 """
 
-import glob
-import hashlib
+import atexit
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
 from logging import getLogger
+from typing import Optional, Tuple
 
 import numpy as np
 import pandas as pd
 
-from recbole_ssr.errors import DataError
+from recbole_ssr.cache import content_key, file_signature
+from recbole_ssr.data.cold_split import apply_cold_item_split, cold_split_settings
+from recbole_ssr.data.default import DEFAULT_DATASET, build_default_dataset
+from recbole_ssr.data.features import check_modalities_agree, feature_row_count
+from recbole_ssr.errors import ConfigError, DataError
+from recbole_ssr.safe_io import staged_folder
 
 MMREC_ID_COLUMNS = ("userID", "itemID")
 MMREC_SPLIT_COLUMN = "x_label"
@@ -117,11 +128,6 @@ def read_mmrec_inter(path, require_split=True):
     return frame
 
 
-def _signature(path):
-    stat = os.stat(path)
-    return {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
 def _write_atomic(frame, path, columns):
     typed = {"userID": "user_id:token", "itemID": "item_id:token", "rating": "rating:float", "timestamp": "timestamp:float"}
     out = frame[list(columns)].rename(columns=typed)
@@ -136,19 +142,17 @@ def convert_mmrec(folder, name, cache_dir, n_items_hint=0, require_split=True):
     conversion; an up-to-date conversion is reused.
     """
     source = os.path.join(folder, f"{name}.inter")
-    key = dict(_signature(source), n_items=int(n_items_hint), version=_CONVERTER_VERSION)
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    key = dict(file_signature(source), n_items=int(n_items_hint), version=_CONVERTER_VERSION)
+    digest = content_key(key)
     target = os.path.join(cache_dir, "converted", f"{name}-{digest}")
     if os.path.isfile(os.path.join(target, "DONE")):
         return target
 
     frame = read_mmrec_inter(source, require_split=require_split)
     columns = [c for c in ("userID", "itemID", "rating", "timestamp") if c in frame.columns]
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}-", dir=os.path.dirname(target))
-    try:
+    counts = {}
+    with staged_folder(target, marker="DONE") as staging:
         _write_atomic(frame, os.path.join(staging, f"{name}.inter"), columns)
-        counts = {}
         if MMREC_SPLIT_COLUMN in frame.columns:
             for code, phase in enumerate(PHASES):
                 part = frame[frame[MMREC_SPLIT_COLUMN] == code]
@@ -159,20 +163,106 @@ def convert_mmrec(folder, name, cache_dir, n_items_hint=0, require_split=True):
             os.path.join(staging, f"{name}.item"), sep="\t", index=False)
         with open(os.path.join(staging, "DONE"), "w", encoding="utf-8") as f:
             json.dump(dict(key, phases=counts, n_interactions=int(len(frame))), f)
-        try:
-            os.replace(staging, target)
-        except OSError:  # another process finished the same conversion first
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     getLogger().info(f"converted MMRec dataset {source} -> {target} ({len(frame)} interactions, {counts})")
     return target
 
 
-def discover_modality_files(folder):
-    """Every ``<name>_feat.npy`` in ``folder`` -> {name: file}, sorted by name."""
-    found = {}
-    for path in sorted(glob.glob(os.path.join(folder, "*_feat.npy"))):
-        found[os.path.basename(path)[: -len("_feat.npy")]] = os.path.basename(path)
-    return found
+@dataclasses.dataclass
+class DataSource:
+    """Where one dataset's files are and how they are read, resolved once (:func:`prepare_source`)."""
+
+    name: str
+    folder: str  # the user's dataset folder (<data_path>/<dataset>, or dataset_dir)
+    layout: Optional[str]  # 'mmrec', 'atomic', or None (no interaction file found)
+    data_path: Optional[str] = None  # the folder RecBole reads: the folder itself, its conversion, its cold split
+    split_files: Optional[Tuple[str, ...]] = None  # <ds>.train/.valid/.test.inter under data_path (fixed split)
+
+
+def locate(folder, name, declared=None):
+    """The :class:`DataSource` of ``folder`` with its layout detected (nothing converted yet)."""
+    return DataSource(name=name, folder=os.path.abspath(folder), layout=detect_layout(folder, name, declared))
+
+
+def _modality_file_names(config):
+    spec = config["modalities"] if "modalities" in config else None
+    if isinstance(spec, dict):
+        return list(spec.values())
+    if isinstance(spec, (list, tuple)):
+        return [f"{m}_feat.npy" for m in spec]
+    return []
+
+
+def prepare_source(config):
+    """Locate, build (embedded default dataset), convert (MMRec, once, cached) and cold-split the dataset named in
+    ``config``; set the RecBole keys that follow (``data_path``, ``load_col``, field names, ``benchmark_filename``)
+    and return the :class:`DataSource`. Loads no data. The layout the :class:`~recbole_ssr.config.Config` detected
+    (``config.data_source``) is reused."""
+    name = config["dataset"]
+    folder = config["dataset_dir"] if "dataset_dir" in config and config["dataset_dir"] else config["data_path"]
+    config["dataset_dir"] = folder
+    declared = config["data_format"] if "data_format" in config else None
+    if name == DEFAULT_DATASET and not os.path.isfile(os.path.join(folder, f"{name}.inter")):
+        build_default_dataset(folder)
+    source = getattr(config, "data_source", None)
+    if (declared or source is None or source.layout is None or source.folder != os.path.abspath(folder)
+            or source.name != name):
+        source = locate(folder, name, declared)
+    if source.layout is None:
+        raise missing_dataset_error(folder, name, _modality_file_names(config))
+
+    check_modalities_agree(config, folder)
+    protocol = config["eval_protocol"]
+    if source.layout == "mmrec":
+        converted = convert_mmrec(folder, name, cache_dir_or_scratch(config), feature_row_count(config, folder),
+                                  require_split=(protocol == "mmrec"))
+        config["data_path"] = converted
+        with open(os.path.join(converted, f"{name}.inter"), "r", encoding="utf-8") as f:
+            columns = [c.split(":")[0] for c in f.readline().strip().split("\t")]
+        config["load_col"] = {"inter": columns, "item": ["item_id"]}
+        config["USER_ID_FIELD"], config["ITEM_ID_FIELD"] = "user_id", "item_id"
+        config["RATING_FIELD"] = "rating" if "rating" in columns else None
+        config["TIME_FIELD"] = "timestamp" if "timestamp" in columns else None
+    if protocol == "mmrec" or config["benchmark_filename"]:
+        # the fixed split: always under mmrec; under recbole only when benchmark_filename asks for it
+        config["benchmark_filename"] = ["train", "valid", "test"]
+        missing = [f"{name}.{p}.inter" for p in PHASES
+                   if not os.path.isfile(os.path.join(config["data_path"], f"{name}.{p}.inter"))]
+        if missing:
+            raise DataError(
+                f"eval_protocol 'mmrec' needs a fixed split, but {', '.join(missing)} are missing in {folder}. "
+                "Provide the split (MMRec: an x_label column; RecBole atomic: <ds>.train/.valid/.test.inter), "
+                "or run with --eval_protocol=recbole to draw a random split."
+            )
+    _apply_cold_item_split(config, name)
+    source = dataclasses.replace(source, data_path=config["data_path"])
+    if config["benchmark_filename"]:
+        source.split_files = tuple(os.path.join(source.data_path, f"{name}.{p}.inter") for p in PHASES)
+    config.data_source = source
+    return source
+
+
+def _apply_cold_item_split(config, name):
+    """``cold_item_ratio > 0``: read the fixed split from its item cold-start version (recbole_ssr.data.cold_split)."""
+    ratio, seed = cold_split_settings(config)
+    if ratio <= 0:
+        return
+    if not config["benchmark_filename"]:
+        raise ConfigError(
+            "cold_item_ratio needs the fixed train/valid/test split: use eval_protocol mmrec (MMRec folders) or "
+            "give the split files with benchmark_filename (eval_protocol recbole draws a random split).")
+    config["data_path"] = apply_cold_item_split(config["data_path"], name, config["ITEM_ID_FIELD"], ratio, seed,
+                                                cache_dir_or_scratch(config))
+
+
+_SCRATCH = []
+
+
+def cache_dir_or_scratch(config):
+    """``cache_dir``, or with ``cache_dir: ~`` a private temporary folder removed when the process exits (the
+    converted files are read into memory once, so nothing is cached between runs)."""
+    if config["cache_dir"]:
+        return config["cache_dir"]
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.mkdtemp(prefix="recbole-ssr-scratch-"))
+        atexit.register(shutil.rmtree, _SCRATCH[0], True)
+    return _SCRATCH[0]

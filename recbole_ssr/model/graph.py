@@ -22,13 +22,15 @@ Cache
     :class:`GraphCache`.
 """
 
-import hashlib
-import json
 import os
 
 import numpy as np
 import torch
 from torch import nn
+
+from recbole_ssr.cache import content_key
+from recbole_ssr.safe_io import save_with
+
 
 # -- construction ----------------------------------------------------------------------------------------------------
 def bipartite_edges(interaction_csr):
@@ -309,8 +311,7 @@ class GraphCache:
         self.dataset = config["dataset"]
 
     def key(self, kind, params):
-        blob = json.dumps({"data": self.signature, "kind": kind, "params": params}, sort_keys=True, default=str)
-        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+        return content_key({"data": self.signature, "kind": kind, "params": params}, length=16)
 
     def get_or_build(self, kind, params, build):
         """Return ``build()``'s tensor(s), loading them from disk when an identical graph was built before."""
@@ -320,7 +321,5 @@ class GraphCache:
         if os.path.isfile(path):
             return torch.load(path, weights_only=True)
         result = build()
-        from recbole_ssr.safe_io import save_with
-
         save_with(path, lambda handle: torch.save(result, handle))
         return result

@@ -144,23 +144,21 @@ class HashingTextEncoder:
         return out
 
 
+def _built_once(key, build):
+    """``build()`` once per process and ``key`` (a model is loaded once, however many phases use it)."""
+    if key not in _CACHE:
+        _CACHE[key] = build()
+    return _CACHE[key]
+
+
 def text_encoder(spec=None, device=None):
     """Build (once per process) the text encoder named by ``spec``; see the module docstring."""
     spec = spec or DEFAULT_TEXT_ENCODER
     kind = text_encoder_kind(spec)
     device = resolve_device(device)
-    key = ("text", spec, device)
-    if key not in _CACHE:
-        if kind == "minilm":
-            encoder = MiniLMEncoder(device=device)
-        elif kind == "hashing":
-            encoder = HashingTextEncoder()
-        elif kind == "folder":
-            encoder = MiniLMEncoder(path=spec, device=device)
-        else:
-            encoder = _factory(spec, "text", device)
-        _CACHE[key] = encoder
-    return _CACHE[key]
+    builders = {"minilm": lambda: MiniLMEncoder(device=device), "hashing": HashingTextEncoder,
+                "folder": lambda: MiniLMEncoder(path=spec, device=device)}
+    return _built_once(("text", spec, device), builders.get(kind, lambda: _factory(spec, "text", device)))
 
 
 def text_encoder_kind(spec=None):
@@ -267,17 +265,13 @@ def image_encoder(spec=None, device=None):
     spec = spec or DEFAULT_IMAGE_ENCODER
     kind = image_encoder_kind(spec)
     device = resolve_device(device)
-    key = ("image", spec, device)
-    if key not in _CACHE:
-        if kind == "efficientnet-lite":
-            lite = _LITE.match(spec)
-            encoder = EfficientNetLiteEncoder(int(lite.group(1)), lite.group(2), device=device)
-        elif kind == "thumbnail":
-            encoder = ThumbnailImageEncoder()
-        else:
-            encoder = _factory(spec, "image", device)
-        _CACHE[key] = encoder
-    return _CACHE[key]
+
+    def lite():
+        match = _LITE.match(spec)
+        return EfficientNetLiteEncoder(int(match.group(1)), match.group(2), device=device)
+
+    builders = {"efficientnet-lite": lite, "thumbnail": ThumbnailImageEncoder}
+    return _built_once(("image", spec, device), builders.get(kind, lambda: _factory(spec, "image", device)))
 
 
 def image_encoder_kind(spec=None):

@@ -1,0 +1,124 @@
+"""Bottom-layer helpers for results: plain JSON values, mean ± std, markdown and CSV tables, the improvement rule,
+and reading results files back. Each exists once here; every other module imports it from here.
+
+Imports point down only: this module needs :mod:`recbole_ssr.errors` and :mod:`recbole_ssr.safe_io`, nothing else
+of the package (no torch, no RecBole), so the CLI, the runners, the analyses and the trainer can all use it.
+"""
+
+import csv
+import glob
+import json
+import math
+import os
+
+from recbole_ssr.errors import RecboleSSRError
+from recbole_ssr.safe_io import atomic_write
+
+
+def plain(value):
+    """``value`` as plain JSON/yaml data: dict keys as strings, tuples as lists, numpy/torch scalars as Python
+    numbers, anything else unknown as its ``str``."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return str(value)
+
+
+def improves(score, best, bigger=True, strict=True):
+    """The improvement rule of early stopping and of every "best so far": ``score`` beats ``best`` (None: nothing
+    yet, so anything does) when it is higher (``bigger``) or lower; with ``strict`` a tie is no improvement."""
+    if best is None:
+        return True
+    if bigger:
+        return score > best if strict else score >= best
+    return score < best if strict else score <= best
+
+
+def mean_std(values):
+    """(mean, sample standard deviation (ddof 1; 0 for one value)) of ``values``, None and NaN left out;
+    (nan, nan) when nothing is left."""
+    values = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return (math.nan, math.nan)
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return (mean, 0.0)
+    return (mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)))
+
+
+def markdown_table(header, rows):
+    """A markdown table: ``header`` cells, then one line per row of cells."""
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(path, rows):
+    """``rows`` (dicts) as CSV, columns in first-seen order, lists and mappings as JSON; written atomically."""
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_write(path, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields or ["empty"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+
+
+def _cell(value):
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str)
+    return value
+
+
+def load_runs(paths):
+    """Runs from result files: single-run ``--results`` JSONs, side-by-side/analysis JSONs (key ``runs``) or
+    ``runs.jsonl`` progress files. Raises RecboleSSRError naming the file when one is none of these."""
+    runs = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                if path.endswith(".jsonl"):
+                    found = [json.loads(line) for line in handle if line.strip()]
+                else:
+                    payload = json.load(handle)
+                    found = payload["runs"] if isinstance(payload, dict) and "runs" in payload else [payload]
+        except (OSError, ValueError) as exc:
+            raise RecboleSSRError(f"{path}: cannot read results ({exc}).") from exc
+        for run in found:
+            if not isinstance(run, dict) or "model" not in run or ("test_result" not in run and "status" not in run):
+                raise RecboleSSRError(f"{path}: not a results file of run_recbole_ssr.py (expected the JSON written "
+                                      "by --results, a side-by-side/analysis JSON or a runs.jsonl).")
+            run = dict(run)
+            run.setdefault("status", "ok")
+            run.setdefault("seed", (run.get("config") or {}).get("seed"))
+            runs.append(run)
+    return runs
+
+
+def append_jsonl(path, record):
+    """One JSON line appended to a progress file (a run kept as soon as it finishes)."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, default=str) + "\n")
+
+
+def read_json(path):
+    with open(path, "r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def find_unfinished(manifests, matches):
+    """The folder of the newest manifest (glob ``manifests``) that ``matches(info)`` and is not ``done``; None if
+    there is none (an unreadable manifest is skipped)."""
+    found = []
+    for path in glob.glob(manifests):
+        try:
+            info = read_json(path)
+        except (OSError, ValueError):
+            continue
+        if matches(info) and info.get("status") != "done":
+            found.append((info.get("created", ""), os.path.dirname(path)))
+    return max(found)[1] if found else None
