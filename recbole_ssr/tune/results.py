@@ -65,7 +65,8 @@ def trial_record(trial, searched, trials_dir):
         "error": error,
         "error_file": error_file,
         "trial_dir": trial_dir,
-        "checkpoint": checkpoints[-1] if checkpoints else None,
+        # the driver's view, else what the trial saw on its own node (no shared filesystem assumed)
+        "checkpoint": checkpoints[-1] if checkpoints else last.get("checkpoint"),
         "node_id": last.get("node_id"),
     }
 

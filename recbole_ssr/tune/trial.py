@@ -4,6 +4,7 @@ reports its validation result after every evaluation), and the re-evaluation of 
 Importing this module in a worker applies the compat fixes (:mod:`recbole_ssr.quick_start` does).
 """
 
+import glob
 import os
 import shutil
 
@@ -79,10 +80,16 @@ def trial_main(params, base):
 
     node_id = _node_id()
 
+    def saved_checkpoint():
+        """The trial's checkpoint path as seen on its own node (the driver may not see this node's disk)."""
+        found = sorted(glob.glob(os.path.join(config_dict["checkpoint_dir"], "*.pth")))
+        return found[-1] if found else None
+
     def report(epoch, valid_score, valid_result):
         tracker.update(epoch, valid_score, valid_result)
         tune.report({
             "node_id": node_id,
+            "checkpoint": saved_checkpoint(),
             "epoch": int(epoch) + 1,
             "valid_score": float(valid_score),
             "best_valid_score": tracker.score,
@@ -97,6 +104,7 @@ def trial_main(params, base):
     write_json(os.path.join(trial_dir, "outcome.json"), plain(outcome))
     tune.report({
         "node_id": node_id,
+        "checkpoint": saved_checkpoint(),
         "epoch": int(outcome["epochs_run"] or 0),
         "best_valid_score": outcome["best_valid_score"],
         "best_epoch": outcome["best_epoch"],
