@@ -309,3 +309,62 @@ def configuration_table(rows, manifest):
         lines.append(f"| {row['model']} | `{row['chosen']}` | {row['trials']} | {row['stopped_by_asha']} | "
                      f"{row['failed_trials']} | {valid} | {row['cpu_hours']:.2f} |")
     return "\n".join(lines)
+
+
+def report_folders(folders, results_path=None):
+    """The table of one or more benchmark folders, finished or not: every model whose search is done, with its
+    finished seeded runs (e.g. a benchmark split over several commands or machines, or one still running).
+    The folders must share dataset, settings, epoch cap and seeds — otherwise their models were not tuned alike."""
+    manifests = []
+    for folder in folders:
+        path = os.path.join(folder, MANIFEST)
+        if not os.path.isfile(path):
+            raise ConfigError(f"{folder}: no {MANIFEST}; pass folders made by --tune=auto (tune_results/benchmark-*).")
+        manifests.append((os.path.abspath(folder), read_json(path)))
+    first = manifests[0][1]
+    for folder, manifest in manifests[1:]:
+        for key in ("dataset", "settings", "overrides", "seeds"):
+            if manifest[key] != first[key]:
+                raise ConfigError(f"{folder}: its {key} ({manifest[key]!r}) differs from {manifests[0][0]}'s "
+                                  f"({first[key]!r}); benchmarks run differently cannot share one table.")
+    summaries, runs, models, pending = {}, [], [], []
+    for folder, manifest in manifests:
+        for model in manifest["models"]:
+            state = manifest["searches"].get(model, {})
+            if model in summaries or state.get("status") != "done":
+                if state.get("status") != "done":
+                    pending.append(model)
+                continue
+            summaries[model] = read_json(state["best_json"])
+            models.append(model)
+        if os.path.isfile(os.path.join(folder, RUNS)):
+            with open(os.path.join(folder, RUNS), encoding="utf-8") as f:
+                found = [json.loads(line) for line in f if line.strip()]
+            runs += [r for r in found if r.get("status") == "ok" and r["model"] in summaries]
+    if not models:
+        raise ConfigError("no finished search in these folders yet.")
+    if pending:
+        _say(f"not in the table (search not finished): {', '.join(dict.fromkeys(pending))}")
+    manifest = dict(first, models=models)
+    return _write_outputs(manifests[0][0], manifest, summaries, runs, results_path)
+
+
+def main(argv=None):
+    """``python -m recbole_ssr.tuned_benchmark FOLDER... [--results=OUT.json]``: the table of benchmark folders."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m recbole_ssr.tuned_benchmark", description=main.__doc__,
+                                     allow_abbrev=False)
+    parser.add_argument("folders", nargs="+", help="benchmark folders (tune_results/benchmark-<dataset>-<stamp>)")
+    parser.add_argument("--results", default=None, help="where to write the JSON (and CSV beside it)")
+    args = parser.parse_args(argv)
+    try:
+        report_folders(args.folders, args.results)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -171,6 +171,18 @@ def test_tuned_benchmark_searches_seeds_tabulates_and_resumes(local_ray, make_mm
     assert "| model | chosen configuration | trials | stopped by ASHA |" in out
     assert os.path.isfile(tmp_path / "out" / "tuned.csv")
 
+    # the table rebuilt from the folder (python -m recbole_ssr.tuned_benchmark FOLDER) is the same table
+    from recbole_ssr.tuned_benchmark import main as report_main
+
+    assert report_main([folder, "--results=out/again.json"]) == 0
+    again = json.loads((tmp_path / "out" / "again.json").read_text())
+    assert again["table"] == result["table"]
+    other = tmp_path / "other"
+    other.mkdir()
+    json.dump(dict(manifest, settings=dict(manifest["settings"], num_samples=3)), open(other / "benchmark.json", "w"))
+    assert report_main([folder, str(other)]) == 2
+    assert "cannot share one table" in capsys.readouterr().err
+
     # interrupted after the searches with one seeded run missing: --resume runs only that one
     runs_path = os.path.join(folder, "runs.jsonl")
     kept = _lines(runs_path)
