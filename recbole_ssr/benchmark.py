@@ -13,14 +13,12 @@ file per seed, or an interrupted batch's ``.runs.jsonl``) are merged into the sa
 Standard deviations are sample standard deviations (ddof = 1; 0 for one seed).
 """
 
-import argparse
 import os
-import sys
 import time
 
 from recbole_ssr.config import Config
 from recbole_ssr.errors import RecboleSSRError
-from recbole_ssr.report import append_jsonl, load_runs, mean_std, write_csv
+from recbole_ssr.report import append_jsonl, files_to_table_main, load_runs, mean_std, write_csv
 from recbole_ssr.runner import RunSpec, run_many
 from recbole_ssr.safe_io import check_writable_file, write_json
 from recbole_ssr.search_space import inline_config_files
@@ -134,17 +132,8 @@ def merge(paths, results_path=None):
 
 def main(argv=None):
     """``python -m recbole_ssr.benchmark RESULT.json ... [--results=OUT.json]``: merge separate runs into one table."""
-    parser = argparse.ArgumentParser(prog="python -m recbole_ssr.benchmark", description=main.__doc__,
-                                     allow_abbrev=False)
-    parser.add_argument("files", nargs="+", help="results JSON files (--results output, side-by-side JSON) or runs.jsonl")
-    parser.add_argument("--results", default=None, help="where to write the merged JSON (and CSV beside it)")
-    args = parser.parse_args(argv)
-    try:
-        merge(args.files, args.results)
-    except RecboleSSRError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return files_to_table_main("python -m recbole_ssr.benchmark", main.__doc__,
+                               "results JSON files (--results output, side-by-side JSON) or runs.jsonl", merge, argv)
 
 
 if __name__ == "__main__":

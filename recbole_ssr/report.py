@@ -122,3 +122,21 @@ def find_unfinished(manifests, matches):
         if matches(info) and info.get("status") != "done":
             found.append((info.get("created", ""), os.path.dirname(path)))
     return max(found)[1] if found else None
+
+
+def files_to_table_main(prog, description, files_help, action, argv=None):
+    """A ``python -m`` command of the form ``PROG FILE... [--results=OUT.json]`` that runs ``action(files,
+    results)``; a RecboleSSRError is one ``error:`` line and exit status 2."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False)
+    parser.add_argument("files", nargs="+", help=files_help)
+    parser.add_argument("--results", default=None, help="where to write the JSON (and the CSV beside it)")
+    args = parser.parse_args(argv)
+    try:
+        action(args.files, args.results)
+    except RecboleSSRError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -37,7 +37,7 @@ import yaml
 from recbole_ssr.benchmark import results_table, summarise
 from recbole_ssr.errors import ConfigError
 from recbole_ssr.paths import properties_dir
-from recbole_ssr.report import append_jsonl, find_unfinished, read_json, write_csv
+from recbole_ssr.report import append_jsonl, files_to_table_main, find_unfinished, read_json, write_csv
 from recbole_ssr.runner import RayBatch, RunSpec, ray_session
 from recbole_ssr.safe_io import new_stamped_folder, write_json
 from recbole_ssr.search_space import default_settings, load_search_space, yaml_loader
@@ -351,19 +351,8 @@ def report_folders(folders, results_path=None):
 
 def main(argv=None):
     """``python -m recbole_ssr.tuned_benchmark FOLDER... [--results=OUT.json]``: the table of benchmark folders."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m recbole_ssr.tuned_benchmark", description=main.__doc__,
-                                     allow_abbrev=False)
-    parser.add_argument("folders", nargs="+", help="benchmark folders (tune_results/benchmark-<dataset>-<stamp>)")
-    parser.add_argument("--results", default=None, help="where to write the JSON (and CSV beside it)")
-    args = parser.parse_args(argv)
-    try:
-        report_folders(args.folders, args.results)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return files_to_table_main("python -m recbole_ssr.tuned_benchmark", main.__doc__,
+                               "benchmark folders (tune_results/benchmark-<dataset>-<stamp>)", report_folders, argv)
 
 
 if __name__ == "__main__":
