@@ -90,3 +90,17 @@ def make_atomic(tmp_path):
         return config, name, frame
 
     return _make
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray (2 CPUs) for a test module's searches (module scope: started once per module); run_search uses an already started Ray as it is."""
+    import ray
+
+    previous = os.environ.get("RAY_USAGE_STATS_ENABLED")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+    if previous is None:
+        os.environ.pop("RAY_USAGE_STATS_ENABLED", None)

@@ -69,17 +69,6 @@ def test_tune_auto_errors_before_anything_runs(make_mmrec, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------- Ray
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    previous = os.environ.get("RAY_USAGE_STATS_ENABLED")
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
-    if previous is None:
-        os.environ.pop("RAY_USAGE_STATS_ENABLED", None)
 
 
 def _interrupt_when(condition, stop):

@@ -185,18 +185,6 @@ def test_checkpoint_evaluation_repeats_the_runs_own_test_result(make_mmrec, tmp_
 
 # ---------------------------------------------------------------------------------------------------- Ray
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray (2 CPUs) for the module's searches; run_search uses an already started Ray as it is."""
-    import ray
-
-    previous = os.environ.get("RAY_USAGE_STATS_ENABLED")
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
-    if previous is None:
-        os.environ.pop("RAY_USAGE_STATS_ENABLED", None)
 
 
 def read_rows(path):
