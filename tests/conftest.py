@@ -1,6 +1,10 @@
 """Shared fixtures: every test runs in its own temporary working directory with tiny generated datasets."""
 
+import contextlib
 import os
+import signal
+import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -17,6 +21,31 @@ QUICK = {"epochs": 1, "state": "ERROR", "show_progress": False, "train_batch_siz
 def _temp_workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     yield tmp_path
+
+
+@contextlib.contextmanager
+def ctrl_c_when(condition):
+    """Send what Ctrl-C sends (Ray Tune handles SIGUSR1 like SIGINT) once ``condition()`` holds, and expect the
+    KeyboardInterrupt the interrupted search raises; a late signal is ignored so it cannot end pytest."""
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            if condition():
+                os.kill(os.getpid(), signal.SIGUSR1)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        stop.set()
+        watcher.join()
+        signal.signal(signal.SIGUSR1, previous)
 
 
 def planted_features(n_rows, dim, dtype=np.float32, seed=0):

@@ -3,13 +3,11 @@
 import glob
 import json
 import os
-import signal
-import threading
-import time
 
 import pytest
 import yaml
 
+from conftest import ctrl_c_when
 from recbole_ssr.cli import main, parse_args
 from recbole_ssr.errors import ConfigError
 from recbole_ssr.search_space import parse_search_space
@@ -71,15 +69,6 @@ def test_tune_auto_errors_before_anything_runs(make_mmrec, tmp_path, capsys):
 
 
 
-def _interrupt_when(condition, stop):
-    """Send what Ctrl-C sends (Ray Tune handles SIGUSR1 like SIGINT) once ``condition()`` holds."""
-    while not stop.is_set():
-        if condition():
-            os.kill(os.getpid(), signal.SIGUSR1)
-            return
-        time.sleep(0.05)
-
-
 def test_optuna_search_respects_the_bounds_and_resumes(local_ray, make_mmrec, tmp_path):
     root, name, _ = make_mmrec()
     (tmp_path / "space.yaml").write_text(
@@ -89,18 +78,9 @@ def test_optuna_search_respects_the_bounds_and_resumes(local_ray, make_mmrec, tm
         "search: {search_alg: optuna, num_samples: 3, scheduler: fifo}\n")
     argv = [f"--data_path={root}", "--tune=space.yaml", "--cpus_per_trial=2"] + TINY  # one trial at a time
     args, overrides = parse_args(argv)
-    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
-    stop = threading.Event()
-    started = lambda: len(glob.glob(str(tmp_path / "tune_results" / "*" / "trials" / "*"))) >= 2  # noqa: E731
-    watcher = threading.Thread(target=_interrupt_when, args=(started, stop), daemon=True)
-    watcher.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_search("BPR", name, args, overrides)
-    finally:
-        stop.set()
-        watcher.join()
-        signal.signal(signal.SIGUSR1, previous)
+    # one trial at a time (2 CPUs each): interrupted when the second has started, so the first has finished
+    with ctrl_c_when(lambda: len(glob.glob(str(tmp_path / "tune_results" / "*" / "trials" / "*"))) >= 2):
+        run_search("BPR", name, args, overrides)
     (folder,) = glob.glob(str(tmp_path / "tune_results" / "*"))
     manifest = json.load(open(os.path.join(folder, "search.json")))
     assert manifest["status"] == "interrupted" and manifest["settings"]["search_alg"] == "optuna"

@@ -5,14 +5,11 @@ import csv
 import glob
 import json
 import os
-import signal
-import threading
-import time
 
 import pytest
 import yaml
 
-from conftest import QUICK, REPO_ROOT
+from conftest import QUICK, REPO_ROOT, ctrl_c_when
 from recbole_ssr.cli import main, parse_args
 from recbole_ssr.errors import ConfigError
 from recbole_ssr.search_space import (
@@ -250,27 +247,10 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(local_ray, m
             "--scheduler=fifo", "--cpus_per_trial=2", "--state=ERROR", "--train_batch_size=64"]
     args, overrides = parse_args(argv)
 
-    previous = signal.signal(signal.SIGUSR1, lambda *_: None)  # a late signal must not end pytest
-    stop = threading.Event()
-
-    def interrupt_after_first_trial():
-        # What Ctrl-C does (Ray Tune handles SIGINT and SIGUSR1 alike), sent when the second trial has started:
-        # the trials run one at a time (2 CPUs each), so the first has finished and the third has not begun.
-        while not stop.is_set():
-            if len(glob.glob(str(tmp_path / "tune_results" / "*" / "trials" / "*"))) >= 2:
-                os.kill(os.getpid(), signal.SIGUSR1)
-                return
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=interrupt_after_first_trial, daemon=True)
-    watcher.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_search("BPR", name, args, overrides)
-    finally:
-        stop.set()
-        watcher.join()
-        signal.signal(signal.SIGUSR1, previous)
+    # What Ctrl-C does, when the second trial has started: the trials run one at a time (2 CPUs each), so the
+    # first has finished and the third has not begun.
+    with ctrl_c_when(lambda: len(glob.glob(str(tmp_path / "tune_results" / "*" / "trials" / "*"))) >= 2):
+        run_search("BPR", name, args, overrides)
     (folder,) = glob.glob(str(tmp_path / "tune_results" / "*"))
     assert json.load(open(os.path.join(folder, "search.json")))["status"] == "interrupted"
     rows = read_rows(os.path.join(folder, "trials.csv"))
