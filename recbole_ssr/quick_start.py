@@ -116,6 +116,8 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         "finished_at": get_local_time(),
         "code_version": started_from,
         "config": config_snapshot(config),
+        # the best-valid weights (for evaluating them again, e.g. benchmarks/ssr_eval_band_scale.py)
+        "checkpoint": os.path.abspath(trainer.saved_model_file) if saved else None,
     }
     logger.info(f"best valid: {outcome['best_valid_result']}")
     logger.info(f"test result: {outcome['test_result']}")

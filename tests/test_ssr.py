@@ -359,6 +359,37 @@ def test_band_scale_multiplies_the_bands_in_training_and_evaluation(make_mmrec):
             build(make_mmrec, band_scale=bad)
 
 
+def test_eval_band_scale_changes_scoring_only(make_mmrec):
+    """eval_band_scale leaves training untouched (same loss and gradients as the plain model), scores like the
+    scaled bands at evaluation ([1, 1, 0] = the high band removed at inference), and can be set after training."""
+    from recbole_ssr.errors import ConfigError
+
+    plain, _ = build(make_mmrec)
+    scaled, _ = build(make_mmrec, eval_band_scale=[1.0, 1.0, 0.0])
+    interaction = batch(plain)
+    plain_loss, plain_grads = grads_after_loss(plain, interaction)
+    scaled_loss, scaled_grads = grads_after_loss(scaled, interaction)
+    assert scaled_loss == plain_loss
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(scaled_grads[name], grad, msg=name)
+    plain.eval(), scaled.eval()
+    full_scores = [t.clone() for t in plain.forward()]
+    plain.remove_band_at_inference(2)
+    for a, b in zip(scaled.forward(), plain.forward()):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(scaled.forward()[0], full_scores[0])
+    scaled.set_eval_band_scale(None)  # back to the trained model's own scoring
+    for a, b in zip(scaled.forward(), full_scores):
+        torch.testing.assert_close(a, b)
+    scaled.set_eval_band_scale([1.0, 1.0, 0.5])
+    halved = scaled.forward()[0]
+    assert not torch.allclose(halved, full_scores[0]) and not torch.allclose(halved, plain.forward()[0])
+    with pytest.raises(ConfigError, match="eval_band_scale"):
+        scaled.set_eval_band_scale([1.0, 1.0])
+    with pytest.raises(ConfigError, match="eval_band_scale"):
+        build(make_mmrec, eval_band_scale=[1.0, -0.5, 1.0])
+
+
 def test_alignment_term_is_the_id_content_infonce_and_off_by_default(make_mmrec):
     from recbole_ssr.model.losses import info_nce
 

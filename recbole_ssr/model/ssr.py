@@ -16,6 +16,7 @@ Pipeline (docs/ssr.md, our notation):
 * (iv) band-wise cross-modal InfoNCE over every pair of content modalities.
 * Opt-in extensions beyond the paper (docs/ssr.md, "Extensions"; off by default): ``band_scale`` multiplies each
   band before stage (iii), in training and evaluation (e.g. ``[1, 1, 0.5]`` attenuates the high band);
+  ``eval_band_scale`` does the same at evaluation only (training unchanged; chosen on validation after training);
   ``align_weight`` adds an ID↔content InfoNCE on the node representation R (the ID branch against the mean of the
   content branches), as MGCN and SMORE align their ID and content views.
 
@@ -100,7 +101,8 @@ class SSR(MultimodalRecommender):
         self.gates = nn.ModuleDict({s: BandGate(self.num_bands, width) for s in ("user", "item")})
         self.chunk_slices = [slice(k * self.dim, (k + 1) * self.dim) for k in range(1, len(self.branches))]
         # Opt-in extensions (off by default): per-band multipliers, ID↔content alignment.
-        self.band_scale = self.band_multipliers(config["band_scale"])
+        self.band_scale = self.band_multipliers(config["band_scale"], "band_scale")
+        self.eval_band_scale = self.band_multipliers(config["eval_band_scale"], "eval_band_scale")
         self.align_weight, self.align_temperature = float(config["align_weight"]), float(config["align_temperature"])
         # Diagnostics (recbole_ssr.analysis; never used in training): a band zeroed at inference, last gate weights.
         self.inference_drop_band = None
@@ -252,23 +254,31 @@ class SSR(MultimodalRecommender):
                              + info_nce(content, ids, self.align_temperature)) / 2
         return total
 
-    def band_multipliers(self, value):
-        """``band_scale``: None, or one non-negative multiplier per band -> a [M, 1] tensor."""
+    def band_multipliers(self, value, key):
+        """``band_scale`` / ``eval_band_scale`` (named ``key`` in errors): None, or one non-negative multiplier per
+        band -> a [M, 1] tensor."""
         if value is None:
             return None
         values = list(value) if isinstance(value, (list, tuple)) else None
         if (values is None or len(values) != self.num_bands
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values)):
-            raise ConfigError(f"band_scale: expected ~ or a list of {self.num_bands} non-negative numbers (one per "
+            raise ConfigError(f"{key}: expected ~ or a list of {self.num_bands} non-negative numbers (one per "
                               f"band, low to high; band_num is {self.num_bands}), got {value!r}. E.g. "
                               f"{[1.0] * (self.num_bands - 1) + [0.5]} attenuates the highest band.")
         return torch.tensor(values, dtype=torch.float32).unsqueeze(-1)
 
-    def scaled(self, bands):
-        """Bands [R, M, D] times ``band_scale`` (unchanged without it)."""
-        if self.band_scale is None:
-            return bands
-        return bands * self.band_scale.to(bands.device, bands.dtype)
+    def scaled(self, bands, scale=None):
+        """Bands [R, M, D] times ``band_scale`` and, when given, the multipliers ``scale`` [M, 1]."""
+        for multipliers in (self.band_scale, scale):
+            if multipliers is not None:
+                bands = bands * multipliers.to(bands.device, bands.dtype)
+        return bands
+
+    def set_eval_band_scale(self, value):
+        """Score with ``eval_band_scale`` = ``value`` (a list of M multipliers, or None for the trained model);
+        training is unaffected. For choosing it on validation after training (benchmarks/ssr_eval_band_scale.py)."""
+        self.eval_band_scale = self.band_multipliers(value, "eval_band_scale")
+        self._eval_cache = None
 
     # -- evaluation --------------------------------------------------------------------------------------------------
     def pre_epoch_processing(self, epoch):
@@ -279,7 +289,7 @@ class SSR(MultimodalRecommender):
         """Whole-graph user and item representations for scoring (no masking), by ``out_mode``."""
         self.decomposer.refresh()
         signal, node = self.graph_signal()
-        bands = self.scaled(self.decomposer(signal).transpose(0, 1))
+        bands = self.scaled(self.decomposer(signal).transpose(0, 1), self.eval_band_scale)
         if self.inference_drop_band is not None:  # diagnostics: one band removed before stage (iii)
             bands = bands.clone()
             bands[:, self.inference_drop_band] = 0
