@@ -53,8 +53,7 @@ def load_trained(path):
     from recbole_ssr.utils import create_dataset, get_model, get_trainer
 
     try:
-        checkpoint = load_own_checkpoint(path, "cpu")
-        config = checkpoint["config"]
+        config = load_own_checkpoint(path, "cpu")["config"]
         model_name = config["model"]
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same explanation
         raise ConfigError(f"{path}: not a checkpoint written by a recbole-ssr run ({type(exc).__name__}: {exc}).")
@@ -67,9 +66,8 @@ def load_trained(path):
     init_seed(config["seed"], config["reproducibility"])
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
     model = get_model("SSR")(config, train_data.dataset).to(config["device"])
-    model.load_state_dict(checkpoint["state_dict"])
-    model.load_other_parameter(checkpoint.get("other_parameter"))
     trainer = get_trainer(config["MODEL_TYPE"], "SSR")(config, model)
+    trainer.load_weights(path)
     return config, model, trainer, valid_data, test_data
 
 
@@ -90,7 +88,8 @@ def candidate_lists(args, num_bands):
     ones = [1.0] * num_bands
     unique = [ones]
     for values in lists:
-        values = [float(v) for v in values]
+        # numbers as floats (so 1 and 1.0 are one candidate); anything else is left for set_eval_band_scale to refuse
+        values = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in values]
         if values not in unique:
             unique.append(values)
     return unique
@@ -98,18 +97,18 @@ def candidate_lists(args, num_bands):
 
 def evaluate_run(path, args):
     config, model, trainer, valid_data, test_data = load_trained(path)
+    metric = config["valid_metric"].lower()
     rows = []
     for scale in candidate_lists(args, model.num_bands):
         model.set_eval_band_scale(scale)  # validated here: a wrong length or a negative value is a clear error
         valid = plain(dict(trainer.evaluate(valid_data, load_best_model=False)))
         test = plain(dict(trainer.evaluate(test_data, load_best_model=False)))
         rows.append({"scale": scale, "valid": valid, "test": test})
-        metric = config["valid_metric"].lower()
         print(f"{os.path.basename(path)} (seed {config['seed']}) eval_band_scale {scale}: valid {metric} "
               f"{valid.get(metric, float('nan')):.4f}, test " + ", ".join(f"{k} {float(v):.4f}" for k, v in test.items()),
               flush=True)
     return {"checkpoint": os.path.abspath(path), "seed": config["seed"], "dataset": config["dataset"],
-            "valid_metric": config["valid_metric"].lower(), "candidates": rows}
+            "valid_metric": metric, "candidates": rows}
 
 
 def choose(runs):

@@ -74,7 +74,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
 
     Returns (and, with ``results=PATH``, writes as JSON) ``{model, dataset, best_valid_result, test_result,
     groups, best_epoch, epochs_run, seconds_per_epoch, valid_history, model_summary, n_params, peak_rss_mb,
-    config}``; ``groups`` holds the test metrics per user training-degree bucket and for cold-start items
+    config, checkpoint}`` (``checkpoint``: the best-valid weights' file, None with ``saved=False``); ``groups`` holds the test metrics per user training-degree bucket and for cold-start items
     (:mod:`recbole_ssr.evaluation`); ``valid_history`` the learning curve; ``model_summary`` what the model's
     optional ``results_summary()`` reports about its best-valid weights (SSR: its band-mixing matrices).
     ``callback_fn(epoch, valid_score, valid_result)`` is called after every evaluation;

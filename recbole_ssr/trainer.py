@@ -125,7 +125,8 @@ class CheckpointFixMixin(GroupEvaluationMixin):
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
         return None
 
-    def _load_weights(self, checkpoint_file):
+    def load_weights(self, checkpoint_file):
+        """The model's weights from a checkpoint this package wrote; returns the whole checkpoint."""
         checkpoint = load_own_checkpoint(checkpoint_file, self.device)
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
@@ -136,11 +137,11 @@ class CheckpointFixMixin(GroupEvaluationMixin):
         if not eval_data:
             return None
         if load_best_model:
-            self._load_weights(model_file or self.saved_model_file)
+            self.load_weights(model_file or self.saved_model_file)
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
     def resume_checkpoint(self, resume_file):
-        checkpoint = self._load_weights(str(resume_file))
+        checkpoint = self.load_weights(str(resume_file))
         self.saved_model_file = str(resume_file)
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]

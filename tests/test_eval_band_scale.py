@@ -43,9 +43,12 @@ def test_bad_runs_are_clear_errors(make_mmrec, tmp_path, capsys):
     run("BPR", name, config_dict=dict(QUICK, data_path=root), results="bpr.json")
     with pytest.raises(SystemExit, match="a BPR checkpoint; eval_band_scale is an SSR setting"):
         ssr_eval_band_scale.main(["bpr.json"])
+    run("SSR", name, config_dict=dict(QUICK, data_path=root), results="ssr_saved.json")
     run("SSR", name, config_dict=dict(QUICK, data_path=root), results="ssr.json", saved=False)
     with pytest.raises(SystemExit, match="ssr.json: its 'checkpoint' entry"):
         ssr_eval_band_scale.main(["ssr.json"])
+    with pytest.raises(SystemExit, match="eval_band_scale: expected ~ or a list of 3 non-negative numbers"):
+        ssr_eval_band_scale.main(["ssr_saved.json", '--candidates=[[1, 1, "half"]]'])
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="junk.pth: not a checkpoint written by a recbole-ssr run"):
         ssr_eval_band_scale.main([str(tmp_path / "junk.pth")])
