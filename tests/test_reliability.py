@@ -201,7 +201,7 @@ def test_bad_input_is_one_error_line(make_mmrec, tmp_path, capfd, never_train, c
         (tmp_path / "f").write_text("x")
         extra = [f"--cache_dir={tmp_path / 'f'}"]
     else:
-        extra = [f"--{case}"]
+        extra = [f"--{case}"] + (["--model=SSR"] if case == "band_num=0" else [])  # an SSR key: SSR's range
     status, err = run_cli(capfd, *tiny_args(root, name, *extra))
     assert status == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
