@@ -28,7 +28,7 @@ from recbole_ssr.report import files_to_table_main, load_runs, mean_std, write_c
 from recbole_ssr.runner import RunSpec, run_many
 from recbole_ssr.safe_io import (append_jsonl, check_appendable_log, check_may_replace, check_may_replace_table,
                                  check_results_name, check_writable_file, exclusive_lock, finite_json, read_jsonl,
-                                 stamped, write_json)
+                                 rescued, stamped, write_json)
 from recbole_ssr.search_space import inline_config_files
 from recbole_ssr.validation import check_output_locations
 
@@ -171,7 +171,11 @@ def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, 
         finished = []
 
         def keep(_, outcome):  # appended at once: kept if the batch is interrupted
-            append_jsonl(progress_path, outcome)
+            try:
+                append_jsonl(progress_path, outcome)
+            except OSError as exc:  # a full disk: this run's outcome goes to the temporary folder, the batch stops
+                raise rescued(outcome, progress_path, exc, "the runs log",
+                              f"{len(reused) + sum(finished)} earlier finished run(s) are in the log.") from None
             finished.append(outcome["status"] == "ok")
 
         try:
@@ -185,7 +189,13 @@ def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, 
         runs = [outcomes[spec.key] for spec in specs]
         seed_list = [base_seed + i for i in range(seeds)]
         print(f"\n{dataset}, {seeds} seed(s) from {base_seed}: test metrics at the best-valid epoch, mean ± std\n")
-        rows = write_outputs(dataset, models, seed_list, runs, results_path)
+        try:
+            rows = write_outputs(dataset, models, seed_list, runs, results_path)
+        except OSError as exc:  # a full disk: the table is lost, never the runs
+            raise RecboleSSRError(
+                f"writing {exc.filename or results_path} failed ({exc.strerror or exc}); every finished run is kept in "
+                f"{progress_path}. Once there is space, run the same command again (it reuses them) or merge the log: "
+                f"python -m recbole_ssr.benchmark {progress_path} --results={results_path}") from None
     return rows, runs
 
 

@@ -424,23 +424,29 @@ def exclusive_lock(path, what, warn=None):
 
 
 # ------------------------------------------------------------------------------------------------- a failed write
-def write_json_or_rescue(path, payload, what="--results", summary=""):
-    """``write_json(path, payload)``; when the machine refuses (a full disk, a read-only folder), the payload is
-    written to the temporary folder instead and a :class:`RecboleSSRError` names ``path``, the reason, where the
-    finished results are kept and ``summary`` (e.g. the test metrics, so they survive even when nothing can be
+def rescued(payload, path, exc, what="--results", summary=""):
+    """After writing ``payload`` to ``path`` failed with ``exc`` (a full disk, a read-only folder): write it to the
+    temporary folder instead and return the :class:`RecboleSSRError` to raise, naming ``path``, the reason, where
+    the finished results are kept and ``summary`` (e.g. the test metrics, which survive even when nothing can be
     written)."""
+    reason = exc.strerror or str(exc)
+    rescue = os.path.join(tempfile.gettempdir(), f"recbole-ssr-rescued-{time.strftime('%Y%m%d-%H%M%S')}-"
+                                                 f"{os.getpid()}-{os.path.basename(path)}")
+    try:
+        write_json(rescue, payload)
+        kept = f"the finished results are kept in {rescue}"
+    except OSError:
+        kept = f"they could not be written to {tempfile.gettempdir()} either"
+    hint = " Free some space, then copy them back." if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
+    summary = f" {summary}" if summary else ""
+    return RecboleSSRError(f"writing {what} {path} failed ({reason}); {kept}.{summary}{hint}")
+
+
+def write_json_or_rescue(path, payload, what="--results", summary=""):
+    """``write_json(path, payload)``; when the machine refuses, :func:`rescued` keeps the payload and the error
+    names the file."""
     try:
         write_json(path, payload)
         return path
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        rescue = os.path.join(tempfile.gettempdir(), f"recbole-ssr-rescued-{time.strftime('%Y%m%d-%H%M%S')}-"
-                                                     f"{os.getpid()}-{os.path.basename(path)}")
-        try:
-            write_json(rescue, payload)
-            kept = f"the finished results are kept in {rescue}"
-        except OSError:
-            kept = f"they could not be written to {tempfile.gettempdir()} either"
-        hint = " Free some space, then copy them back." if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
-        summary = f" {summary}" if summary else ""
-        raise RecboleSSRError(f"writing {what} {path} failed ({reason}); {kept}.{summary}{hint}") from None
+        raise rescued(payload, path, exc, what, summary) from None

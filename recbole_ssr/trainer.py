@@ -82,7 +82,9 @@ def loss_weight_keys(model):
 
 
 def _duration(seconds):
-    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s" if seconds >= 1 else "under 1 s"
 
 
 def load_own_checkpoint(path, device):

@@ -171,14 +171,15 @@ def _bounds_text(kind, low, high, bounds):
 
 def check_range(key, value, source, spec=None):
     """``value`` of ``key`` against its range ``spec`` = ``(kind, lowest, highest[, bounds])``: ``kind`` "int" (a
-    whole number) or "float" (a number), with a trailing "?" when ``~`` (None) is allowed too; ``lowest``/``highest``
+    whole number) or "float" (a number), with a trailing "?" when ``~`` (None) is allowed too (and "{}" when the
+    model also takes a ``{modality: value}`` mapping, each entry checked here); ``lowest``/``highest``
     None = unbounded; ``bounds`` "[]" (default), "(]", "[)" or "()" = which ends are included. Returns the value,
     a whole number written as a float (``1e3``) as an int; raises :class:`ConfigError` naming ``source``."""
     spec = RANGES[key] if spec is None else spec
     kind, low, high = spec[:3]
     bounds = spec[3] if len(spec) > 3 else "[]"
     optional = kind.endswith("?")
-    kind = kind.rstrip("?")
+    kind = kind.replace("{}", "").rstrip("?")
     if value is None and optional:
         return value
     if kind == "int" and isinstance(value, float) and value.is_integer():
@@ -201,7 +202,7 @@ def check_types(final, defaults, given, sources, model_class=None):
     for key in given:
         value, default = final.get(key), defaults.get(key)
         source = sources.get(key, "the configuration")
-        if key in ranges and isinstance(value, dict) and isinstance(default, dict):
+        if key in ranges and isinstance(value, dict) and (isinstance(default, dict) or "{}" in ranges[key][0]):
             # a per-modality mapping (knn_k: {image: 10, default: 10}): every entry within the key's range
             final[key] = {k: check_range(f"{key}.{k}", v, source, ranges[key]) for k, v in value.items()}
             continue

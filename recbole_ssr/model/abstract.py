@@ -37,7 +37,7 @@ class MultimodalRecommender(GeneralRecommender):
 
     ``config_ranges``: the valid values of the model's own numeric configuration keys, ``{key: (kind, lowest,
     highest[, bounds])}``: ``kind`` "int" (whole numbers) or "float" (numbers), "int?"/"float?" when ``~`` is
-    allowed too; ``lowest``/``highest`` None = unbounded; ``bounds`` "[]" (default, both ends allowed), "(]", "[)"
+    allowed too, "int{}" when a ``{modality: value}`` mapping is too (each entry checked); ``lowest``/``highest`` None = unbounded; ``bounds`` "[]" (default, both ends allowed), "(]", "[)"
     or "()". A value set on the command line, in a yaml or in a search space is checked against them before any data
     is loaded (:mod:`recbole_ssr.validation`); entries of a subclass add to (and override) its bases'. RecBole-wide
     keys (``epochs``, ``learning_rate``, ``embedding_size``, ...) are checked centrally and need no entry.
@@ -198,7 +198,8 @@ class MultiViewRecommender(GraphRecommender):
     Subclasses implement ``views()`` -> (final, side, content) embeddings of all nodes, users first.
     """
 
-    config_ranges = {"cl_loss": ("float", 0.0, None), "cl_temperature": ("float", 0.0, None, "()")}
+    config_ranges = {"knn_k": ("int{}", 1, None), "cl_loss": ("float", 0.0, None),
+                     "cl_temperature": ("float", 0.0, None, "()")}
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
