@@ -89,14 +89,14 @@ def load_trained(path, checkpoint=None):
     init_logger(config)
     init_seed(config["seed"], config["reproducibility"])
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    model = get_model("SSR")(config, train_data.dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], "SSR")(config, model)
     another = (f"{path}: trained on another version of dataset '{config['dataset']}' than the one now in "
                f"{config['dataset_dir']}")
     recorded = checkpoint.get("data_fingerprint")
     if recorded is not None and recorded != training_data_fingerprint(train_data.dataset):
         raise ConfigError(f"{another} (its training interactions differ). Evaluate it on the data it was trained on, "
                           "or train again.")
+    model = get_model("SSR")(config, train_data.dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], "SSR")(config, model)
     try:
         trainer.load_weights(path)
     except RuntimeError as exc:  # weights of another shape: other numbers of users or items
