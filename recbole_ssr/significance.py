@@ -10,9 +10,9 @@ that evaluated the user, ``x_m(u)``; with ``U`` the users evaluated for both ``m
     mean difference  = mean_U d(u)
     relative change  = mean_U d(u) / mean_U x_b(u)
 
-and the two-sided Wilcoxon signed-rank test of "d is symmetric about 0" (``scipy.stats.wilcoxon``, its default
-``zero_method='wilcox'``: users with d(u) = 0 carry no sign and are dropped; ``n_nonzero`` counts the rest). When
-every d(u) is 0 the p-value is 1 (no evidence of any difference). Differences under 1e-12 count as 0 (rounding).
+and the two-sided Wilcoxon signed-rank test of "d is symmetric about 0" (``scipy.stats.wilcoxon``; as with its
+default ``zero_method='wilcox'``, users with d(u) = 0 carry no sign and are dropped; ``n_nonzero`` counts the rest).
+When every d(u) is 0 the p-value is 1 (no evidence of any difference). Differences under 1e-12 count as 0 (rounding).
 
 **Per seed** (reported, no marker). With the seeds ``S`` that succeeded for both models (paired by seed number)
 and ``|S| >= 3``, the paired t-test of the seeds' test metrics (``scipy.stats.ttest_rel``): ``t = mean(e) /
@@ -28,10 +28,8 @@ that differs significantly on any of them (better or worse) gets none, and neith
 whose per-user test could not run (no per-user metrics for it or for the best) is *not tested* (:data:`UNTESTED`,
 ``?``) with the reason in ``note``.
 
-Imports: :mod:`recbole_ssr.report` (and scipy, numpy); nothing above it.
+Imports: :mod:`recbole_ssr.errors` and :mod:`recbole_ssr.report` (and numpy, scipy); nothing above them.
 """
-
-import math
 
 import numpy as np
 
@@ -75,7 +73,9 @@ def wilcoxon_paired(best, other):
     if nonzero == 0:
         statistic, p = 0.0, 1.0
     else:
-        statistic, p = stats.wilcoxon(diff, zero_method="wilcox", alternative="two-sided")
+        # zeros dropped here, as zero_method="wilcox" does (then scipy's exact/normal choice is the same across its
+        # versions: exact for up to 50 differences without ties, else the normal approximation with tie correction)
+        statistic, p = stats.wilcoxon(diff[diff != 0], alternative="two-sided")
     mean_best = float(best.mean())
     return {"n_users": int(len(diff)), "n_nonzero": nonzero, "mean_best": mean_best, "mean_diff": float(diff.mean()),
             "relative_change": float(diff.mean() / mean_best) if mean_best else None,
@@ -89,11 +89,12 @@ def ttest_paired(best, other):
 
     best, other = np.asarray(best, dtype=np.float64), np.asarray(other, dtype=np.float64)
     diff = other - best
-    if np.ptp(diff) < ZERO:  # zero variance: t is 0/0 or +-inf
-        statistic, p = (0.0, 1.0) if abs(diff.mean()) < ZERO else (math.copysign(math.inf, diff.mean()), 0.0)
+    if np.ptp(diff) < ZERO:  # zero variance: t is 0/0 (p = 1) or infinite (p = 0; no statistic, JSON has no inf)
+        statistic, p = (0.0, 1.0) if abs(diff.mean()) < ZERO else (None, 0.0)
     else:
         statistic, p = stats.ttest_rel(other, best)
-    return {"n_seeds": int(len(diff)), "mean_diff": float(diff.mean()), "statistic": float(statistic), "p": float(p)}
+    return {"n_seeds": int(len(diff)), "mean_diff": float(diff.mean()),
+            "statistic": None if statistic is None else float(statistic), "p": float(p)}
 
 
 def user_values(entries, metric):

@@ -117,6 +117,22 @@ def test_holm_matches_a_hand_computation():
     assert significance.holm([0.02]) == [0.02] and significance.holm([None]) == [None] and significance.holm([]) == []
 
 
+def test_paired_tests_on_degenerate_vectors():
+    assert significance.wilcoxon_paired([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])["p"] == 1.0  # all differences 0
+    assert significance.wilcoxon_paired([0.0, 0.0], [0.0, 0.0])["relative_change"] is None  # best at 0: no ratio
+    # d = (1, -2, 3, 4, 0): the 0 is dropped; ranks 1..4, W- = 2; P(W- <= 2) = #{{}, {1}, {2}} / 2^4, two-sided x2
+    hand = significance.wilcoxon_paired([1.0, 3.0, 0.0, 0.0, 0.5], [2.0, 1.0, 3.0, 4.0, 0.5])
+    assert (hand["n_users"], hand["n_nonzero"], hand["statistic"]) == (5, 4, 2.0) and hand["p"] == pytest.approx(6 / 16)
+    assert hand["mean_diff"] == pytest.approx(6 / 5) and hand["relative_change"] == pytest.approx((6 / 5) / (4.5 / 5))
+    assert significance.ttest_paired([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]) == {
+        "n_seeds": 3, "mean_diff": 0.0, "statistic": 0.0, "p": 1.0}
+    shifted = significance.ttest_paired([0.1, 0.2, 0.3], [0.15, 0.25, 0.35])  # the same gain on every seed
+    assert shifted["p"] == 0.0 and shifted["statistic"] is None and shifted["mean_diff"] == pytest.approx(0.05)
+    regular = significance.ttest_paired([0.1, 0.2, 0.3], [0.12, 0.21, 0.35])
+    differences = np.array([0.02, 0.01, 0.05])
+    assert regular["statistic"] == pytest.approx(differences.mean() / (differences.std(ddof=1) / np.sqrt(3)))
+
+
 def test_an_identical_model_is_tied_with_p_one():
     same = lambda base, seed: base + 0.01 * seed  # noqa: E731
     runs, entries = constructed({"A": (0.30, same), "B": (0.20, same)})
