@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import QUICK
-from recbole_ssr import latex, per_user, significance
+from recbole_ssr import latex, per_user, report, significance
 from recbole_ssr.errors import RecboleSSRError
 from recbole_ssr.quick_start import run
 
@@ -231,6 +231,35 @@ def test_a_missing_selection_metric_is_one_clear_error():
     runs, entries = constructed({"A": (0.3, noise(0.01))})
     with pytest.raises(RecboleSSRError, match="no validation ndcg@50.*recall@20"):
         significance.compare_to_best(runs, entries, select_metric="ndcg@50")
+
+
+def test_real_runs_through_sidecar_files_to_the_table(make_mmrec, tmp_path):
+    """Three trained BPR runs and the same runs filed again under another name (identical models), through the
+    results JSON and its sidecar as a merge reads them: tied with the best, p = 1 per user and per seed."""
+    root, name, _ = make_mmrec()
+    config_dict = dict(QUICK, data_path=root, epochs=1)
+    runs, records = [], []
+    for seed in (1, 2, 3):
+        state = {}
+        outcome = run("BPR", name, config_dict=dict(config_dict, seed=seed),
+                      on_ready=lambda m, t, d: state.update(trainer=t, data=d))
+        entry = state["trainer"].evaluate_per_user(state["data"][2])
+        for model in ("BPR", "BPR copy"):
+            runs.append(dict(outcome, model=model, seed=seed, status="ok"))
+            records.append(per_user.run_record(model, seed, name, entry))
+    results = str(tmp_path / "bench.json")
+    with open(results, "w") as f:
+        json.dump({"runs": runs}, f, default=str)
+    per_user.write_sidecar(per_user.sidecar_path(results), records)
+    loaded, missing = per_user.load_sidecars([results])
+    assert missing == [] and len(loaded) == 6
+    result = significance.compare_to_best(report.load_runs([results]), loaded)
+    copy = result["models"]["BPR copy"]
+    assert result["best"] == "BPR" and copy["vs_best"] == "tied"  # equal validation: the first listed is the best
+    assert copy["per_user"]["recall@20"]["p"] == 1.0 and copy["per_user"]["recall@20"]["n_users"] == 32
+    assert copy["per_seed"]["ndcg@20"]["p"] == 1.0
+    rows = [{"model": m, "runs_ok": 3, "recall@20_mean": 0.1, "recall@20_std": 0.0} for m in ("BPR", "BPR copy")]
+    assert r"BPR copy$^{\dagger}$ & \textbf{0.1000}" in latex.latex_table(rows, ["recall@20"], 3, significance=result)
 
 
 # ---------------------------------------------------------------------------------------------------------------
