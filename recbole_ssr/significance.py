@@ -134,6 +134,7 @@ def compare_to_best(runs, per_user=None, metrics=METRICS, select_metric="recall@
     "per_user": {metric: test or {"not_tested": why}}, "per_seed": {...}, "note"}}}``.
     """
     per_user = per_user or {}
+    metrics, select_metric = [m.lower() for m in metrics], select_metric.lower()  # RecBole's keys: "recall@20"
     ok = [r for r in runs if r.get("status", "ok") == "ok"]
     models = list(models or dict.fromkeys(r["model"] for r in runs))
     best, valid = pick_best(ok, models, select_metric)

@@ -186,8 +186,8 @@ def test_the_marker_follows_holm_not_the_raw_p():
 
 def test_the_best_is_chosen_on_validation_not_test():
     runs, entries = constructed({"ValidBest": (0.30, lambda b, s: 0.8 * b), "TestBest": (0.20, lambda b, s: b)})
-    result = significance.compare_to_best(runs, entries)
-    assert result["best"] == "ValidBest"
+    result = significance.compare_to_best(runs, entries, metrics=["Recall@20", "NDCG@20"], select_metric="Recall@20")
+    assert result["best"] == "ValidBest" and result["metrics"] == ["recall@20", "ndcg@20"]
     assert result["models"]["TestBest"]["per_user"]["recall@20"]["mean_diff"] > 0  # better on test, still compared
     assert result["models"]["TestBest"]["vs_best"] == "different"
 
