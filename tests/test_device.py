@@ -4,10 +4,16 @@ Every model - ours with every band method and extension of SSR, and RecBole's th
 hooks included), evaluates (group metrics included) and scores under :class:`placement.PretendCuda`: the code is
 told its device is ``cuda``, runs on the CPU, and any tensor that would sit on another device than its operands on
 a GPU raises :class:`placement.PlacementError`. The detector itself is checked first (it catches the bug class,
-stays quiet on what CUDA allows, changes no number). Then the Ray side (a search must not hide GPUs from Ray).
+stays quiet on what CUDA allows, changes no number). Then the Ray side (a search must not hide GPUs from Ray) and
+``scripts/gpu_check.py`` (no CUDA: a clear message and its own exit code; its comparison on CPU vs CPU).
 """
 
+import importlib.util
+import json
+import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +21,7 @@ import torch
 from recbole.data.interaction import Interaction
 from torch import nn
 
-from conftest import QUICK
+from conftest import QUICK, REPO_ROOT
 from placement import PlacementError, PretendCuda
 from recbole_ssr.quick_start import prepare
 from recbole_ssr.utils import get_model, get_trainer
@@ -235,3 +241,112 @@ def test_a_search_leaves_every_gpu_visible_to_ray(make_mmrec, monkeypatch, visib
     assert os.environ.get("CUDA_VISIBLE_DEVICES") == visible
     Config(model="VBPR", dataset=name, config_dict={"data_path": root, "state": "ERROR"})
     assert os.environ.get("CUDA_VISIBLE_DEVICES") == "0"  # what a plain Config does (a run choosing its GPU)
+
+
+# -- scripts/gpu_check.py --------------------------------------------------------------------------------------------
+GPU_CHECK = os.path.join(REPO_ROOT, "scripts", "gpu_check.py")
+
+
+def gpu_check_module():
+    spec = importlib.util.spec_from_file_location("gpu_check", GPU_CHECK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def script_env():
+    return dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def test_gpu_check_without_cuda_says_so_and_exits_with_its_own_code(make_mmrec, tmp_path):
+    root, name, _ = make_mmrec()
+    done = subprocess.run([sys.executable, GPU_CHECK, "--data_path", root, "--dataset", name, "--models", "BPR",
+                           "--out", str(tmp_path / "check")], capture_output=True, text=True, env=script_env())
+    assert done.returncode == 3, done.stderr
+    assert "error: no CUDA device is visible" in done.stderr and "--devices=cpu,cpu" in done.stderr
+    assert not os.path.exists(tmp_path / "check.json")  # nothing ran, nothing claims otherwise
+    assert gpu_check_module().main(["--data_path", str(tmp_path / "nowhere"), "--devices", "cpu,cpu"]) == 2
+
+
+def record(**changes):
+    run = {"start_sum": 100.0, "losses": [0.7] * 5, "random_scoring": False, "valid_users": 1000,
+           "valid": {"recall@20": 0.05, "ndcg@20": 0.02}}
+    run.update(changes)
+    return run
+
+
+def test_gpu_check_comparison_rules():
+    check = gpu_check_module()
+    scores = np.linspace(-1.0, 1.0, 600, dtype=np.float32).reshape(3, 200)
+
+    def verdicts(candidate, cand_scores=scores, reference=None):
+        found = check.compare(reference or record(), candidate, scores, cand_scores)
+        return {name: ok for name, (ok, _) in found.items()}, check.agrees(found)
+
+    assert verdicts(record()) == ({"start": True, "scores": True, "loss": True, "recall@20": True,
+                                   "ndcg@20": True}, True)
+    assert verdicts(record(), scores + 5e-5)[0]["scores"] is True  # float32 summation order
+    assert verdicts(record(), scores + 1e-3)[0]["scores"] is False  # every score moved: a wrong graph
+    flipped = scores.copy()
+    flipped[0, 0] += 0.1  # one near-tie flipped in a top-k neighbour selection moves a few scores
+    assert verdicts(record(), flipped)[0]["scores"] is True
+    assert verdicts(record(start_sum=100.01))[0]["start"] is False  # not the same initial model
+    assert verdicts(record(random_scoring=True), scores + 1.0)[0]["scores"] is None  # random scoring: not compared
+    # deterministic loss: tight
+    assert verdicts(record(losses=[0.70003] * 5))[0]["loss"] is True
+    assert verdicts(record(losses=[0.701] * 5))[0]["loss"] is False
+    assert verdicts(record(losses=[math.nan] * 5))[0]["loss"] is False
+    # random loss: Welch's t of the means
+    noisy = [0.70, 0.72, 0.69, 0.71, 0.68]
+    assert verdicts(record(losses=[v + 0.005 for v in noisy]), reference=record(losses=noisy))[0]["loss"] is True
+    assert verdicts(record(losses=[v + 0.2 for v in noisy]), reference=record(losses=noisy))[0]["loss"] is False
+    nearly_fixed = [0.7, 0.7, 0.7, 0.7, 0.7000001]  # random parts too small to spread: float order still allowed
+    assert verdicts(record(losses=[v + 3e-5 for v in nearly_fixed]),
+                    reference=record(losses=nearly_fixed))[0]["loss"] is True
+    # metrics: tight when training draws nothing random, loose when it does
+    assert verdicts(record(valid={"recall@20": 0.0505, "ndcg@20": 0.02}))[1] is True
+    assert verdicts(record(valid={"recall@20": 0.06, "ndcg@20": 0.02}))[1] is False
+    random_training = record(losses=noisy, valid={"recall@20": 0.055, "ndcg@20": 0.021})
+    assert verdicts(random_training, reference=record(losses=noisy))[1] is True
+    assert verdicts(record(losses=noisy, valid={"recall@20": 0.005, "ndcg@20": 0.002}),
+                    reference=record(losses=noisy))[1] is False  # training broken on one device
+    assert verdicts(record(valid={"recall@20": math.nan, "ndcg@20": 0.02}))[1] is False
+    assert verdicts(record(valid={"recall@20": 0.05}))[0]["ndcg@20"] is False  # a metric missing
+
+
+def test_gpu_check_cpu_against_cpu_end_to_end(make_mmrec, tmp_path):
+    """Two CPU runs of the same seed, each in its own process, agree on every check; the table is written as
+    markdown and JSON."""
+    root, name, _ = make_mmrec()
+    out = tmp_path / "check"
+    done = subprocess.run([sys.executable, GPU_CHECK, "--data_path", root, "--dataset", name, "--devices", "cpu,cpu",
+                           "--models", "BPR", "--repeats", "2", "--out", str(out)],
+                          capture_output=True, text=True, env=script_env(), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    bpr = json.loads(out.with_suffix(".json").read_text())["models"]["BPR"]
+    assert bpr["agree"] is True and all(ok for ok, _ in bpr["checks"].values())
+    assert bpr["reference"]["losses"] == bpr["candidate"]["losses"] and bpr["reference"]["train_seconds"] > 0
+    assert "| BPR | " in out.with_suffix(".md").read_text()
+
+
+def test_gpu_check_goes_on_after_a_failed_model_and_exits_1(make_mmrec, tmp_path, monkeypatch, capsys):
+    check = gpu_check_module()
+    root, name, _ = make_mmrec()
+
+    def fake_run(model, role, device, args, scratch):
+        if model == "FREEDOM" and role == "candidate":
+            return {"error": "cuda: exit 1: RuntimeError: CUDA error"}
+        np.save(os.path.join(scratch, f"{model}-{role}.npy"), np.ones((2, 3), dtype=np.float32))
+        return dict(record(), train_seconds=1.0, eval_seconds=0.1, peak_gpu_mb=None)
+
+    monkeypatch.setattr(check, "run_in_subprocess", fake_run)
+    out = tmp_path / "check"
+    code = check.main(["--data_path", root, "--dataset", name, "--devices", "cpu,cpu", "--models", "FREEDOM,BPR",
+                       "--out", str(out)])
+    assert code == 1
+    models = json.loads(out.with_suffix(".json").read_text())["models"]
+    assert models["FREEDOM"] == {"error": "cuda: exit 1: RuntimeError: CUDA error", "agree": False}
+    assert models["BPR"]["agree"] is True  # run after the failure
+    assert "FREEDOM: DISAGREES" in capsys.readouterr().out
+    assert check.main(["--data_path", root, "--dataset", name, "--devices", "cpu,cpu", "--models", "NoSuchModel"]) == 2
+    assert "error: --models: unknown model 'NoSuchModel'" in capsys.readouterr().err
