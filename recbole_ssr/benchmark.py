@@ -16,7 +16,7 @@ Standard deviations are sample standard deviations (ddof = 1; 0 for one seed).
 import os
 import time
 
-from recbole_ssr.config import Config
+from recbole_ssr.config import Config, visible_devices_unchanged
 from recbole_ssr.errors import RecboleSSRError
 from recbole_ssr.report import append_jsonl, files_to_table_main, load_runs, mean_std, write_csv
 from recbole_ssr.runner import RunSpec, run_many
@@ -69,7 +69,8 @@ def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, 
     overrides = dict(overrides or {})
     paths = {}
     for model in models:  # a typo or a bad setting fails now, not after hours of runs
-        config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(overrides))
+        with visible_devices_unchanged():  # a check only: Ray (when used) must see every GPU
+            config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(overrides))
         check_output_locations(config)
         # absolute as the driver resolves them: a Ray task runs in a scratch folder, possibly on another node
         paths[model] = {"data_path": config["data_root"], "cache_dir": config["cache_dir"]}
