@@ -44,7 +44,7 @@ PLUGIN_CASES = [key for key, (model, _) in CASES.items() if model not in ("BPR",
 
 def train_and_score(root, name, model, extra, built_on="cuda", mode=None):
     """Two epochs (hooks, evaluation and checkpoint after each), test evaluation of the best checkpoint, group
-    metrics and full-sort scores of users
+    and per-user metrics and full-sort scores of users
     1-3, with the model built on ``built_on`` ('cuda': the config's device, as RecBole does; 'cpu': built on the
     CPU, then ``model.to('cuda')``). Under ``mode`` (a PretendCuda) when given, else plainly on the CPU.
     Returns the scores (CPU tensor)."""
@@ -63,6 +63,7 @@ def train_and_score(root, name, model, extra, built_on="cuda", mode=None):
         trainer.evaluate(test, load_best_model=True)  # the best-valid checkpoint, loaded onto the device
         if hasattr(trainer, "evaluate_groups"):
             trainer.evaluate_groups(test, train.dataset)
+            trainer.evaluate_per_user(test)
         net.eval()
         with torch.no_grad():
             scores = net.full_sort_predict(Interaction({net.USER_ID: torch.tensor([1, 2, 3])}).to(config["device"]))
