@@ -21,7 +21,7 @@ import json
 import os
 import time
 
-from recbole_ssr.config import Config
+from recbole_ssr.config import Config, visible_devices_unchanged
 from recbole_ssr.errors import ConfigError, RecboleSSRError
 from recbole_ssr.quick_start import config_snapshot
 from recbole_ssr.report import files_to_table_main, load_runs, mean_std, write_csv
@@ -141,7 +141,8 @@ def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, 
                          {path: "a config file (--config_files)" for path in config_files or []})
     paths, resolved = {}, {}
     for model in models:  # a typo or a bad setting fails now, not after hours of runs
-        config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(overrides))
+        with visible_devices_unchanged():  # a check only: Ray (when used) must see every GPU
+            config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(overrides))
         check_output_locations(config)
         # absolute as the driver resolves them: a Ray task runs in a scratch folder, possibly on another node
         paths[model] = {"data_path": config["data_root"], "cache_dir": config["cache_dir"]}

@@ -17,6 +17,7 @@ RecBole's own parsing of ``sys.argv`` is switched off: the runner owns the comma
 (tests, Ray workers) must not pick up the arguments of whatever process it runs in.
 """
 
+import contextlib
 import os
 
 from recbole_ssr import compat
@@ -32,6 +33,25 @@ from recbole_ssr.utils import get_model  # noqa: E402
 from recbole_ssr.validation import check_duplicate_keys, validate  # noqa: E402
 
 EVAL_PROTOCOLS = ("mmrec", "recbole")
+VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+
+
+@contextlib.contextmanager
+def visible_devices_unchanged():
+    """Keep ``CUDA_VISIBLE_DEVICES`` as it was around a Config that only checks settings in a driver process.
+
+    RecBole's Config writes ``gpu_id`` (default '0') into ``CUDA_VISIBLE_DEVICES``, which is how one run picks its
+    GPU. In a process that starts Ray afterwards (a search, a benchmark) that would hide the machine's other GPUs
+    from Ray (it counts only the visible ones), or all of them with ``gpu_id: ''``; Ray assigns each trial/run
+    its own GPUs instead."""
+    saved = os.environ.get(VISIBLE_DEVICES)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(VISIBLE_DEVICES, None)
+        else:
+            os.environ[VISIBLE_DEVICES] = saved
 
 
 class Config(RecBoleConfig):

@@ -16,6 +16,8 @@ Differences from ``recbole.trainer.Trainer.fit`` (everything else - batches, los
   best checkpoint, never a torn one.
 * ``evaluate_groups(eval_data, train_dataset)``: the test metrics per user-degree bucket and for cold-start
   items (:mod:`recbole_ssr.evaluation`), scored exactly as ``evaluate`` scores (RecBole's full-sort batches).
+* ``evaluate_per_user(eval_data)``: each evaluated user's test metrics, keyed by the user's token
+  (:mod:`recbole_ssr.per_user`), from the same batches; their mean is ``evaluate``'s result.
 * Timing and bookkeeping for the results file: ``best_epoch``, ``epochs_run``, ``seconds_per_epoch``,
   ``valid_history`` (train loss, valid score and the epoch's learning rate at every evaluation).
 * A training loss that becomes NaN stops the run with :class:`~recbole_ssr.errors.TrainingDiverged` naming the
@@ -32,6 +34,7 @@ import os
 import time
 import uuid
 
+import numpy as np
 import torch
 
 from recbole_ssr import compat
@@ -41,7 +44,7 @@ compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its
 from recbole.trainer import Trainer  # noqa: E402
 from recbole.utils import dict2str, set_color  # noqa: E402
 
-from recbole_ssr import evaluation  # noqa: E402
+from recbole_ssr import evaluation, per_user  # noqa: E402
 from recbole_ssr.errors import TrainingDiverged  # noqa: E402
 from recbole_ssr.report import improves  # noqa: E402
 from recbole_ssr.safe_io import save_with  # noqa: E402
@@ -110,12 +113,34 @@ class GroupEvaluationMixin:
         user_degree, item_degree = evaluation.training_degrees(train_dataset)
         cold_items = item_degree == 0
         cold_items[0] = False
-        topk = self.config["topk"]
-        max_k = max(topk) if isinstance(topk, (list, tuple)) else int(topk)
-        collected = self._collect_rankings(eval_data, cold_items, max_k)
+        collected = self._collect_rankings(eval_data, cold_items, self._max_k())
         if collected is None:
             return None
         return evaluation.group_result(metric_objects, bounds, user_degree, cold_items, collected)
+
+    def evaluate_per_user(self, eval_data):
+        """``{"users": [tokens], "metrics": {"recall@20": [...], ...}}`` (:mod:`recbole_ssr.per_user`): every user
+        of ``eval_data`` (a full-sort loader) scored with the model's current weights; None for other loaders
+        (sampled evaluation) or without top-k metrics."""
+        from recbole.data.dataloader import FullSortEvalDataLoader
+
+        if not isinstance(eval_data, FullSortEvalDataLoader):
+            return None
+        metric_objects = evaluation.topk_metric_objects(self.config)
+        if not metric_objects:
+            return None
+        dataset = eval_data._dataset
+        no_cold_items = np.zeros(dataset.item_num, dtype=bool)
+        collected = self._collect_rankings(eval_data, no_cold_items, self._max_k())
+        if collected is None:  # a loader without users: every metric, no values
+            collected = {"users": np.zeros(0, dtype=np.int64),
+                         "rec": torch.zeros(0, self._max_k() + 1, dtype=torch.int)}
+        tokens = dataset.id2token(dataset.uid_field, collected["users"])
+        return per_user.per_user_entry(tokens, per_user.values_from_rankings(metric_objects, collected["rec"]))
+
+    def _max_k(self):
+        topk = self.config["topk"]
+        return max(topk) if isinstance(topk, (list, tuple)) else int(topk)
 
     @torch.no_grad()
     def _collect_rankings(self, eval_data, cold_items, max_k):

@@ -92,10 +92,11 @@ class SSR(MultimodalRecommender):
 
         adjacency = self.norm_adj_matrix()
         self.register_buffer("adjacency", adjacency.to_sparse_csr(), persistent=False)
-        self.item_graph = None
+        self.register_buffer("item_graph", None, persistent=False)  # buffers: moved by model.to(device)
         if self.modality_names:  # S_mm = Σ_m α_m S_m (α: mm_modality_weights)
             weights = self.modality_weights(key="mm_modality_weights")
             self.item_graph = self.mixed_item_graph(config["knn_k"], weights).to_sparse_csr()
+        self.register_buffer("item_graph_t", None, persistent=False)
         self.item_graph_t = csr_transpose(self.item_graph) if self.item_graph is not None else None  # kNN: directed
 
         # (i) bands; (iii) operators and gates for users and items.

@@ -34,7 +34,7 @@ import os
 import shutil
 import sys
 
-from recbole_ssr.config import Config
+from recbole_ssr.config import Config, visible_devices_unchanged
 from recbole_ssr.data.source import prepare_source
 from recbole_ssr.errors import ConfigError, RecboleSSRError
 from recbole_ssr.report import find_unfinished, plain, read_json
@@ -118,7 +118,9 @@ def _prepare_driver(model, dataset, config_files, base_config_dict, space):
     every trial needs."""
     check_search_space(space, get_model(model))  # before the fixed keys reach Config as "the command line"
     searched = list(space.params)
-    config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(base_config_dict))
+    with visible_devices_unchanged():  # Ray starts after this: it must see every GPU of the machine
+        config = Config(model=model, dataset=dataset, config_file_list=config_files,
+                        config_dict=dict(base_config_dict))
     check_output_locations(config)
     roots = {key.split(".")[0] for key in searched}  # a misspelt search key fails now, not in every trial
     check_known_keys(dict.fromkeys(roots) | {EXTRA_KEYS: config[EXTRA_KEYS] if EXTRA_KEYS in config else None},
