@@ -113,11 +113,8 @@ def _check_resources(settings):
 
 
 
-def _prepare_driver(model, dataset, config_files, base_config_dict, space):
-    """Check the search space's values, resolve the configuration and build/convert the dataset once; returns what
-    every trial needs."""
-    check_search_space(space, get_model(model))  # before the fixed keys reach Config as "the command line"
-    searched = list(space.params)
+def _prepare_driver(model, dataset, config_files, base_config_dict, searched):
+    """Resolve the configuration and build/convert the dataset once; returns what every trial needs."""
     with visible_devices_unchanged():  # Ray starts after this: it must see every GPU of the machine
         config = Config(model=model, dataset=dataset, config_file_list=config_files,
                         config_dict=dict(base_config_dict))
@@ -231,8 +228,10 @@ def run_search(model, dataset, spec, overrides, forced_settings=None):
         space = space.without_grid()
     space.check_searcher(settings["search_alg"])
 
+    # the space's values within the model's ranges, before its fixed keys reach Config as "the command line"
+    check_search_space(space, get_model(manifest["model"]))
     prepared = _prepare_driver(manifest["model"], manifest["dataset"], manifest["config_files"],
-                               manifest["base_config_dict"], space)
+                               manifest["base_config_dict"], list(space.params))
     # the config files' content travels with the trials (no file of the driver is read on another Ray node)
     base_config_dict = inline_config_files(manifest["config_files"])
     base_config_dict.update(prepared["mappings"])
