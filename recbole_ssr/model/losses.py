@@ -15,8 +15,11 @@ def l2_penalty(*embeddings):
     return sum(e.pow(2).sum() for e in embeddings) / batch
 
 
-def info_nce(anchors, positives, temperature):
-    """InfoNCE: row i of ``positives`` is the positive of anchor i, every other row a negative (both L2-normalised)."""
-    anchors, positives = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
+def info_nce(anchors, positives, temperature, normalize=True):
+    """InfoNCE: row i of ``positives`` is the positive of anchor i, every other row a negative; logits are the
+    cosines / temperature (both sides L2-normalised), or the raw inner products / temperature (``normalize=False``,
+    SLMRec's FAC task). Mean over the anchors."""
+    if normalize:
+        anchors, positives = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
     logits = anchors @ positives.T / temperature
     return F.cross_entropy(logits, torch.arange(anchors.shape[0], device=anchors.device))
