@@ -324,3 +324,11 @@ def test_slmrec_loss_is_in_batch_infonce_plus_fac(make_mmrec):
         net.user_embedding.weight[4] += 1.0
         changed = net.views()
         assert all(not torch.allclose(changed[v][0][4], views[v][0][4]) for v in views)  # ... from one table
+
+
+@pytest.mark.parametrize("model, key, value", [("SLMRec", "ssl_temp", 0.0), ("SLMRec", "temperature", -0.2),
+                                               ("DualGNN", "user_knn_k", 0), ("GRCN", "n_routing", -1)])
+def test_out_of_range_settings_are_refused(make_mmrec, model, key, value):
+    root, name, _ = make_mmrec()
+    with pytest.raises(ConfigError, match=f"{key}={value!r} .* is out of range"):
+        Config(model, name, config_dict={"data_path": root, key: value})

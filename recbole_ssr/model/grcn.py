@@ -90,7 +90,8 @@ class GRCN(GraphRecommender):
         users = self.routed_preference(F.normalize(self.preference[name], dim=1), items)
         x = torch.cat([users, items], dim=0)
         targets, sources = self.edge_targets, self.edge_sources
-        alpha = edge_softmax((x[targets] * x[sources]).sum(-1), targets, x.shape[0])
+        half = (x[targets[:targets.numel() // 2]] * x[sources[:sources.numel() // 2]]).sum(-1)
+        alpha = edge_softmax(torch.cat([half, half]), targets, x.shape[0])  # x_tᵀx_j is symmetric: scored once
         return x + graph_product((targets, sources, alpha), x), alpha
 
     def refined_edge_weights(self, alphas):
