@@ -2,8 +2,8 @@
 
 * :class:`MultimodalRecommender` - every model: modality features, the training graph Â, kNN item graphs S_m and
   their mixture Σ_m α_m S_m, modality weights, one evaluation cache, inner-product scoring.
-* :class:`GraphRecommender` - the graph baselines (LATTICE, FREEDOM, BM3, MGCN, LGMRec, SMORE): adds the ID
-  embeddings E_u, E_i and LightGCN over them.
+* :class:`GraphRecommender` - the graph baselines (MMGCN, GRCN, LATTICE, SLMRec, FREEDOM, BM3, MGCN, LGMRec,
+  SMORE): adds the ID embeddings E_u, E_i and LightGCN over them.
 * :class:`MultiViewRecommender` - MGCN and SMORE: the user-item view plus purified item-item views over frozen
   cosine-weighted kNN graphs, and their shared loss.
 * :class:`UserGraphRecommender` - DualGNN and DRAGON: per-modality preference GCNs over Â, per-user modality
