@@ -36,13 +36,26 @@ def dense_training_matrix(net):
 
 
 # -- every model -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", MODELS)
+def test_trains_and_evaluates_through_run(make_mmrec, model):
+    root, name, _ = make_mmrec()
+    outcome = run(model, name, config_dict=dict(QUICK, data_path=root, epochs=2))  # RecBole stops on a NaN loss
+    assert outcome["epochs_run"] == 2 and outcome["n_params"] > 0
+    assert all(0.0 <= v <= 1.0 for v in outcome["test_result"].values())
+
+
 @pytest.mark.parametrize("n_modalities", [1, 2, 3])
 @pytest.mark.parametrize("model", MODELS)
-def test_trains_one_epoch_through_run(make_mmrec, model, n_modalities):
-    root, name, _ = make_mmrec(modalities=MODALITY_SETS[n_modalities])
-    outcome = run(model, name, config_dict=dict(QUICK, data_path=root))  # RecBole stops on a NaN loss
-    assert outcome["epochs_run"] == 1 and outcome["n_params"] > 0
-    assert all(0.0 <= v <= 1.0 for v in outcome["test_result"].values())
+def test_every_modality_of_the_dataset_is_used(make_mmrec, model, n_modalities):
+    """Whatever modalities the dataset has, each one's own parameters get a gradient from the loss."""
+    net, _, train, _ = build(make_mmrec, model, modalities=MODALITY_SETS[n_modalities])
+    assert sorted(net.modality_names) == sorted(MODALITY_SETS[n_modalities])
+    loss = net.calculate_loss(next(iter(train)))
+    assert loss.dim() == 0 and math.isfinite(loss.item())
+    loss.backward()
+    for modality in net.modality_names:
+        own = [p for key, p in net.named_parameters() if modality in key.split(".")]
+        assert own and any(p.grad is not None and p.grad.abs().sum() > 0 for p in own), modality
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_ssr.model.abstract import GraphRecommender
-from recbole_ssr.model.graph import bipartite_edges, edge_softmax, graph_product, propagate
-from recbole_ssr.model.losses import bpr_loss
+from recbole_ssr.model.graph import bipartite_edges, edge_softmax, propagate
+from recbole_ssr.model.losses import batch_mean_square, bpr_loss
 
 
 class GRCN(GraphRecommender):
@@ -92,7 +92,7 @@ class GRCN(GraphRecommender):
         targets, sources = self.edge_targets, self.edge_sources
         half = (x[targets[:targets.numel() // 2]] * x[sources[:sources.numel() // 2]]).sum(-1)
         alpha = edge_softmax(torch.cat([half, half]), targets, x.shape[0])  # x_tᵀx_j is symmetric: scored once
-        return x + graph_product((targets, sources, alpha), x), alpha
+        return propagate((targets, sources, alpha), x, 1, combine="sum"), alpha  # x + Σ_j α_{j->t} x_j
 
     def refined_edge_weights(self, alphas):
         """w_{j->t} = ReLU(max_m α^m_{j->t} κ_{j,m}) for every directed edge (2)."""
@@ -113,7 +113,6 @@ class GRCN(GraphRecommender):
         u = user_e[users]
         loss = bpr_loss((u * item_e[pos]).sum(-1), (u * item_e[neg]).sum(-1))
         ids = self.item_id_embedding.weight
-        reg = (self.user_embedding.weight[users].pow(2).mean()
-               + 0.5 * (ids[pos].pow(2).mean() + ids[neg].pow(2).mean())
-               + sum(p.pow(2).mean() + p[users].pow(2).mean() for p in self.preference.values()))
+        preferences = sum(p.pow(2).mean() + p[users].pow(2).mean() for p in self.preference.values())
+        reg = batch_mean_square(self.user_embedding.weight[users], ids[pos], ids[neg]) + preferences
         return loss + self.reg_weight * reg

@@ -15,6 +15,12 @@ def l2_penalty(*embeddings):
     return sum(e.pow(2).sum() for e in embeddings) / batch
 
 
+def batch_mean_square(users, pos_items, neg_items):
+    """mean(e_u²) + ½ (mean(e_i⁺²) + mean(e_i⁻²)): MMGCN's and GRCN's regulariser of the batch's ID embeddings (the
+    mean over the batch users, each repeated twice, and the interleaved positive and negative items)."""
+    return users.pow(2).mean() + 0.5 * (pos_items.pow(2).mean() + neg_items.pow(2).mean())
+
+
 def info_nce(anchors, positives, temperature, normalize=True):
     """InfoNCE: row i of ``positives`` is the positive of anchor i, every other row a negative; logits are the
     cosines / temperature (both sides L2-normalised), or the raw inner products / temperature (``normalize=False``,

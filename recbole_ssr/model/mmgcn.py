@@ -45,7 +45,7 @@ from torch import nn
 from recbole_ssr.model.abstract import GraphRecommender
 from recbole_ssr.model.graph import bipartite_adjacency, bipartite_edges, csr_transpose, propagate, sparse_to_csr
 from recbole_ssr.model.layers import per_modality
-from recbole_ssr.model.losses import bpr_loss
+from recbole_ssr.model.losses import batch_mean_square, bpr_loss
 
 
 class ModalityGCN(nn.Module):
@@ -107,7 +107,6 @@ class MMGCN(GraphRecommender):
         u = user_e[users]
         loss = bpr_loss((u * item_e[pos]).sum(-1), (u * item_e[neg]).sum(-1))
         ids = self.item_id_embedding.weight
-        reg = (self.user_embedding.weight[users].pow(2).mean()
-               + 0.5 * (ids[pos].pow(2).mean() + ids[neg].pow(2).mean())
-               + sum(gcn.preference.pow(2).mean() for gcn in self.gcns.values()))
+        preferences = sum(gcn.preference.pow(2).mean() for gcn in self.gcns.values())
+        reg = batch_mean_square(self.user_embedding.weight[users], ids[pos], ids[neg]) + preferences
         return loss + self.reg_weight * reg
