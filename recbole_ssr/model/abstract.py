@@ -29,7 +29,7 @@ from recbole_ssr.model.graph import (GraphCache, bipartite_adjacency, bipartite_
                                      cooccurrence_neighbours, knn_adjacency, knn_neighbours, propagate,
                                      sampled_user_graph, sparse_to_csr, user_item_block)
 from recbole_ssr.model.layers import FeatureTables, per_modality  # noqa: E402
-from recbole_ssr.model.losses import bpr_loss, info_nce, l2_penalty  # noqa: E402
+from recbole_ssr.model.losses import batch_mean_square, bpr_loss, info_nce, l2_penalty  # noqa: E402
 
 
 def check_negative_free(config, model_name):
@@ -186,6 +186,16 @@ class GraphRecommender(MultimodalRecommender):
             self.projections[name] = nn.Linear(table.shape[1], out_dim)
             if init is not None:
                 init(self.projections[name].weight)
+
+    def bpr_and_id_penalty(self, interaction):
+        """(BPR of the batch on ``forward()``'s embeddings, :func:`~recbole_ssr.model.losses.batch_mean_square` of
+        the batch's raw ID embeddings): the loss terms MMGCN and GRCN share."""
+        users, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        user_e, item_e = self.forward()
+        u = user_e[users]
+        ids = self.item_id_embedding.weight
+        return (bpr_loss((u * item_e[pos]).sum(-1), (u * item_e[neg]).sum(-1)),
+                batch_mean_square(self.user_embedding.weight[users], ids[pos], ids[neg]))
 
     def lightgcn(self, adjacency, n_layers):
         """LightGCN (He et al., SIGIR'20, eqs. 7-8) of [E_u; E_i] over ``adjacency``, mean of the layers 0..L,

@@ -46,7 +46,6 @@ from torch import nn
 
 from recbole_ssr.model.abstract import GraphRecommender
 from recbole_ssr.model.graph import bipartite_edges, edge_softmax, propagate
-from recbole_ssr.model.losses import batch_mean_square, bpr_loss
 
 
 class GRCN(GraphRecommender):
@@ -108,11 +107,7 @@ class GRCN(GraphRecommender):
         return torch.split(nodes, [self.n_users, self.n_items], dim=0)
 
     def calculate_loss(self, interaction):
-        users, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        user_e, item_e = self.forward()
-        u = user_e[users]
-        loss = bpr_loss((u * item_e[pos]).sum(-1), (u * item_e[neg]).sum(-1))
-        ids = self.item_id_embedding.weight
+        loss, id_penalty = self.bpr_and_id_penalty(interaction)
+        users = interaction[self.USER_ID]
         preferences = sum(p.pow(2).mean() + p[users].pow(2).mean() for p in self.preference.values())
-        reg = batch_mean_square(self.user_embedding.weight[users], ids[pos], ids[neg]) + preferences
-        return loss + self.reg_weight * reg
+        return loss + self.reg_weight * (id_penalty + preferences)

@@ -45,7 +45,6 @@ from torch import nn
 from recbole_ssr.model.abstract import GraphRecommender
 from recbole_ssr.model.graph import bipartite_adjacency, bipartite_edges, csr_transpose, propagate, sparse_to_csr
 from recbole_ssr.model.layers import per_modality
-from recbole_ssr.model.losses import batch_mean_square, bpr_loss
 
 
 class ModalityGCN(nn.Module):
@@ -102,11 +101,6 @@ class MMGCN(GraphRecommender):
         return torch.split(nodes, [self.n_users, self.n_items], dim=0)
 
     def calculate_loss(self, interaction):
-        users, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        user_e, item_e = self.forward()
-        u = user_e[users]
-        loss = bpr_loss((u * item_e[pos]).sum(-1), (u * item_e[neg]).sum(-1))
-        ids = self.item_id_embedding.weight
+        loss, id_penalty = self.bpr_and_id_penalty(interaction)
         preferences = sum(gcn.preference.pow(2).mean() for gcn in self.gcns.values())
-        reg = batch_mean_square(self.user_embedding.weight[users], ids[pos], ids[neg]) + preferences
-        return loss + self.reg_weight * reg
+        return loss + self.reg_weight * (id_penalty + preferences)
