@@ -76,9 +76,10 @@ class GRCN(GraphRecommender):
         """Prototypical network (1): ``n_routing`` passes of p_u <- normalise(p_u + Σ_i softmax_i(p_uᵀ c_i) c_i)."""
         n_edges = self.edge_sources.numel() // 2
         users, item_rows = self.edge_targets[n_edges:], self.edge_sources[n_edges:] - self.n_users  # item -> user
+        neighbours = items[item_rows] if self.n_routing else None  # c_i of every (user, item) edge
         for _ in range(self.n_routing):
-            alpha = edge_softmax((preference[users] * items[item_rows]).sum(-1), users, self.n_users)
-            routed = torch.zeros_like(preference).index_add(0, users, alpha.unsqueeze(1) * items[item_rows])
+            alpha = edge_softmax((preference[users] * neighbours).sum(-1), users, self.n_users)
+            routed = torch.zeros_like(preference).index_add(0, users, alpha.unsqueeze(1) * neighbours)
             preference = F.normalize(preference + routed, dim=1)
         return preference
 
