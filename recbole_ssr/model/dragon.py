@@ -1,21 +1,21 @@
 """DRAGON: Enhancing Dyadic Relations with Homogeneous Graphs for Multimodal Recommendation (Zhou et al., ECAI 2023).
 Behaviour of the authors' code (hongyurain/DRAGON, as in MMRec's ``dragon.py``).
 
-A heterogeneous graph (user-item) and two homogeneous graphs (user-user, item-item) (paper Sec. 3):
+A heterogeneous graph (user-item) and two homogeneous graphs (user-user, item-item), named as in the paper:
 
 1. **Heterogeneous graph**: per modality the GCN of DualGNN - item MLP features and user preferences over Â, two
    weight-free hops (:class:`~recbole_ssr.model.abstract.UserGraphRecommender`).
 2. **Attentive concatenation**: item = [e_1,i ‖ ... ‖ e_M,i]; user = [w_u,1 e_1,u ‖ ... ‖ w_u,M e_M,u] with learnable
    per-user weights (softmax at initialisation); M·``embedding_size`` wide.
 3. **Item-item graph** (frozen): per modality the binary top-``knn_k`` cosine kNN graph of the raw features,
-   D^-1/2 A D^-1/2, mixed S = Σ_m α_m S_m with the paper's 0.1·image + 0.9·text (``reference_modality_weights``;
-   another modality set: ``modality_weights`` or equal weights, the FREEDOM rule); built once (disk-cached);
-   item <- item + S^``n_mm_layers`` item.
+   D^-1/2 A D^-1/2, mixed S = Σ_m α_m S_m with the authors' 0.1·image + 0.9·text (their ``mm_image_weight``;
+   here ``reference_modality_weights``, and for another modality set ``modality_weights`` or equal weights, the
+   FREEDOM rule); built once (disk-cached); item <- item + S^``n_mm_layers`` item.
 4. **User-user graph**: top-``user_knn_k`` co-users by shared training items, softmax-weighted, resampled before
    every epoch; user <- user + Σ_v W_uv user_v (the base class).
 5. **Loss**: log₂-BPR + ``reg_weight`` · (Σ_m mean(P_m[batch users]²) + mean(w²)).
 
-Where the authors' code and the paper part, this follows the code: two hops of the modality GCN, one of the user
+Taken from the authors' code (details the paper leaves open): two hops of the modality GCN, one of the user
 graph and ``n_mm_layers`` (1) of the item graph; top-40 neighbour lists, padded by sampling only for users with fewer
 co-users; softmax of the raw counts; log₂ in the BPR loss; frozen raw features (the code keeps trainable copies of
 the features and projections ``image_trs``/``text_trs`` that the forward pass never uses; left out).

@@ -1,21 +1,21 @@
 """DualGNN: Dual Graph Neural Network for Multimedia Recommendation (Wang et al., IEEE TMM 2021). Behaviour of the
 authors' code as in MMRec's ``dualgnn.py``.
 
-Two graphs (paper Sec. 3): the user-item graph, per modality, and a user co-occurrence graph for the fusion.
+Two graphs: the user-item graph, per modality, and a user co-occurrence graph for the fusion.
 
-1. **Single-modal representation learning**: per modality a GCN of item MLP features and user preferences over Â
+1. **Single-modal representations**: per modality a GCN of item MLP features and user preferences over Â
    (two weight-free hops, x + Âx + Â²x) - :class:`~recbole_ssr.model.abstract.UserGraphRecommender`.
 2. **Multi-modal fusion**: item = Σ_m e_m,i (sum of the modality vectors); user = Σ_m w_u,m e_m,u with learnable
    per-user weights w_u (softmax at initialisation; the paper's weighted-sum fusion).
-3. **User co-occurrence graph** (multi-modal representation learning): each user's top-``user_knn_k`` (40) co-users
+3. **User co-occurrence graph** (multi-modal representations of users): each user's top-``user_knn_k`` (40) co-users
    by shared training items, softmax-weighted, neighbour lists resampled before every epoch; e_u <- e_u + Σ_v W_uv
    e_v (the base class).
 4. **Loss**: log₂-BPR + ``reg_weight`` · (Σ_m mean(P_m[batch users]²) + mean(w²)).
 
-Where the authors' code and the paper part, this follows the code: two hops of the modality GCN and one of the
-user graph; the neighbour lists are the top-40 co-users in every epoch, only users with fewer co-users have their
-lists padded by sampling (differently each epoch); softmax of the raw co-occurrence counts; log₂ in the BPR loss;
-frozen raw features.
+Taken from the authors' code (details the paper leaves open, or where the code is more specific than "sampling"
+co-users): two hops of the modality GCN and one of the user graph; the neighbour lists are the top-40 co-users in
+every epoch - only users with fewer co-users have their lists padded by sampling, differently each epoch; softmax
+of the raw co-occurrence counts; log₂ in the BPR loss; frozen raw features.
 
 Bugs and porting hazards of the authors' code not copied:
 
@@ -26,8 +26,9 @@ Bugs and porting hazards of the authors' code not copied:
   computed sparsely (R Rᵀ in row chunks, :func:`~recbole_ssr.model.graph.cooccurrence_neighbours`);
 * per-item modality weights (``weight_i``) that are regularised but never used, unused MLPs and an item-dropout
   edge list that is built but never used are left out;
-* user weights for exactly two modalities, and ``full_sort_predict`` with the embeddings of the last training batch
-  (here evaluation recomputes them in eval mode, over the last epoch's user graph).
+* user weights shaped for exactly two modalities (here one per modality of the dataset, none with one), and
+  ``full_sort_predict`` with the embeddings of the last training batch (here evaluation recomputes them in eval
+  mode, over the last epoch's user graph).
 """
 
 import torch

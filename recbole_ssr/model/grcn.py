@@ -2,7 +2,7 @@
 2020). Behaviour of the authors' code (weiyinwei/GRCN, as in MMRec's ``grcn.py``).
 
 The user-item graph is refined - edges scored by content, those scored ≤ 0 pruned - and the ID embeddings are
-propagated over the refined graph. Every forward recomputes the refinement (paper Sec. 3):
+propagated over the refined graph. Every forward recomputes the refinement (components named as in the paper):
 
 1. **Graph refining layer, prototypical network** (routing): per modality m, item vectors
    c_i = normalise(LeakyReLU(W_m f_m,i + b)) (``latent_embedding`` wide; frozen raw features) and a learnable user
@@ -20,10 +20,10 @@ propagated over the refined graph. Every forward recomputes the refinement (pape
 5. **Loss**: BPR + ``reg_weight`` · (mean(e_u²) + ½ mean(e_i⁺²) + ½ mean(e_i⁻²) + Σ_m mean(P_m²)
    + Σ_m mean(P_m[batch users]²)) on the raw ID embeddings and preference tables P_m.
 
-Where the authors' code and the paper part, this follows the code: the refined weight is the max over modalities
-of attention × source confidence (the code's ``weight_mode: confid``, ``pruning: True``); the ID propagation uses no
-activation (``has_act: False``); the edge dropout is 0 (``dropout_adj(p=0)``, left out); the prediction layer
-concatenates (``fusion_mode: concat``).
+Taken from the authors' code where it fixes what the paper leaves as options: the refined weight is the max over
+modalities of attention × source confidence (the code's ``weight_mode: confid``, ``pruning: True``); the ID
+propagation uses no activation (``has_act: False``); the edge dropout is 0 (``dropout_adj(p=0)``, left out); the
+prediction layer concatenates (``fusion_mode: concat``).
 
 Bugs and porting hazards of the authors' code not copied:
 
@@ -32,8 +32,8 @@ Bugs and porting hazards of the authors' code not copied:
   p_u stays at its initial value. Here the routing aggregates each user's items, as the paper describes;
   ``n_routing: 0`` reproduces what the authors' code computes.
 * a confidence regulariser (mean κ²) is computed and never added (not added here either; noted);
-* the full preference table is regularised for the image modality only (an image/text branch); here for every
-  modality, like the batch-user term;
+* MMRec adds the full preference table of the image modality to the regulariser (the authors' repository has only
+  the batch users' preferences); here every modality's full table, as MMRec does for image;
 * ``.cuda()`` in the loss, deprecated ``dropout_adj``, and ``full_sort_predict`` with the embeddings of the last
   training batch (here evaluation recomputes them in eval mode).
 

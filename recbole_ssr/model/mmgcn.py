@@ -2,26 +2,26 @@
 2019). Behaviour of the authors' code (weiyinwei/MMGCN, as in MMRec's ``mmgcn.py``).
 
 One GCN per modality over the user-item graph, each with its own user-preference table; the modality outputs are
-averaged. Per modality m (paper Sec. 3, "Modal-specific graphs"):
+averaged. Per modality m (components named as in the paper):
 
 0. **Input**: items carry the modality features f_m (frozen), projected to ``modality_latent_dim`` first where it
    is set (the authors: image -> 256, text raw); users carry a learnable preference P_m of the same width
    (Xavier-normal). x = L2-normalise([P_m ; f_m]) row-wise.
-1. **Aggregation layer** (Sec. 3.2, mean aggregation): h = LeakyReLU(D^-1 A (x W_agg)) - the mean of the
+1. **Aggregation layer** (mean aggregation): h = LeakyReLU(D^-1 A (x W_agg)) - the mean of the
    neighbours' transformed vectors over the bipartite graph A (no self-loop).
-2. **Combination layer** (Sec. 3.3): x̂ = LeakyReLU(W_x x + b) + e_id with e_id the node's ID embedding (shared
+2. **Combination layer**: x̂ = LeakyReLU(W_x x + b) + e_id with e_id the node's ID embedding (shared
    by all modalities), then x <- LeakyReLU(W_c [h ‖ x̂] + b) (the concatenation variant of the combination
    function). Steps 1-2 are repeated ``n_layers`` times (the later layers are ``embedding_size`` wide).
-3. **Prediction** (Sec. 3.4): the representation of a node is the mean of its M modality outputs; score = inner
+3. **Model prediction**: the representation of a node is the mean of its M modality outputs; score = inner
    product.
 4. **Loss**: BPR + ``reg_weight`` · (mean(e_u²) + ½ mean(e_i⁺²) + ½ mean(e_i⁻²) + Σ_m mean(P_m²)) - the authors'
    mean over the batch's repeated user and interleaved item ID embeddings, and the full preference tables.
 
-Where the authors' code and the paper part, this follows the code:
+Taken from the authors' code where it fixes what the paper leaves as options, or departs from it:
 
 * the combination is the concatenation variant: the code passes the string ``'False'`` as its ``concate`` switch,
   which Python reads as true (both the authors' repository and MMRec);
-* ``n_layers`` = 3: the code hard-codes three layers (its ``n_layers`` setting is read but unused); the later
+* ``n_layers`` = 3: MMRec's code hard-codes three layers (its ``n_layers`` setting is read but unused); the later
   layers' W_c keep PyTorch's default initialisation, the others are Xavier-normal, W_agg is U(±1/√width);
 * image features are projected to 256 before the first layer and text features enter raw (widths 4096 vs 384 on
   Amazon); here ``modality_latent_dim: {image: 256, default: 0}`` (0 = raw) does the same for any modality set.

@@ -1,7 +1,7 @@
 """SLMRec: Self-supervised Learning for Multimedia Recommendation (Tao et al., IEEE TMM 2022). Behaviour of the
 authors' code as in MMRec's ``slmrec.py`` (``ssl_task: FAC``, MMRec's setting).
 
-1. **Graph encoders** (paper Sec. 3, "multimedia recommendation" backbone): LightGCN over Â (``n_layers`` = 3, mean
+1. **Graph encoders** (the paper's backbone): LightGCN over Â (``n_layers`` = 3, mean
    of the layers 0..L) run once per view with the **same** user embeddings E_u: the ID view [E_u ; E_i] and, per
    modality m, the content view [E_u ; W_m normalise(f_m) + b_m] (row-wise L2-normalised frozen features,
    projected to ``embedding_size``).
