@@ -1,10 +1,9 @@
 """SLMRec: Self-supervised Learning for Multimedia Recommendation (Tao et al., IEEE TMM 2022). Behaviour of the
 authors' code as in MMRec's ``slmrec.py`` (``ssl_task: FAC``, MMRec's setting).
 
-1. **Graph encoders** (the paper's backbone): LightGCN over Â (``n_layers`` = 3, mean
-   of the layers 0..L) run once per view with the **same** user embeddings E_u: the ID view [E_u ; E_i] and, per
-   modality m, the content view [E_u ; W_m normalise(f_m) + b_m] (row-wise L2-normalised frozen features,
-   projected to ``embedding_size``).
+1. **Graph encoders** (the paper's backbone): LightGCN over Â (``n_layers`` = 3, mean of the layers 0..L) run once
+   per view with the **same** user embeddings E_u: the ID view [E_u ; E_i] and, per modality m, the content view
+   [E_u ; W_m normalise(f_m) + b_m] (row-wise L2-normalised frozen features, projected to ``embedding_size``).
 2. **Fusion**: concatenation of the views (``embedding_size`` × (M + 1)), then one linear head for users and one
    for items back to ``embedding_size``; score = inner product.
 3. **Main loss**: in-batch InfoNCE on cosines, τ = ``temperature``: each (user, positive item) pair of the batch
@@ -20,12 +19,12 @@ Adaptation to RecBole's trainer: the authors' loader yields (user, positive, neg
 the negatives; here the model is trained on observed (user, item) pairs only (``input_type`` POINTWISE,
 ``train_neg_sample_args: ~`` in the yaml, refused otherwise - :func:`~recbole_ssr.model.abstract.check_negative_free`):
 the same loss without drawing negatives that are thrown away. As in the authors' code, a user or item that occurs
-twice in a batch is its own negative in the in-batch InfoNCE.
+twice in a batch counts as a negative of its own other occurrence in the in-batch InfoNCE.
 
 Where the authors' code differs from the paper, or is tied to one dataset, this follows the code for image + text
-and generalises: the chain runs over the dataset's modalities in their order (the authors: image, then the audio
-level - whose loss is commented out, but whose map g_iv_iva still sits in the chain - then text). Here a dataset
-without audio has no audio level: text's anchor is g_t(g_v(e_id)) instead of g_t(g_a(g_v(e_id))), a composition of
+and generalises: the chain runs over the dataset's modalities in their order (the authors' repository: image,
+audio, text; MMRec: image, then the audio level - whose loss is commented out, but whose map g_iv_iva still sits in
+the chain - then text). Here a dataset without audio has no audio level: text's anchor is g_t(g_v(e_id)) instead of g_t(g_a(g_v(e_id))), a composition of
 affine maps either way (the same function class). The code branches on the dataset name (``kwai``: visual only);
 here any modality set works.
 
