@@ -15,7 +15,7 @@ from recbole.data.interaction import Interaction
 from conftest import QUICK, REPO_ROOT, tiny_interactions
 from recbole_ssr.config import Config
 from recbole_ssr.errors import ConfigError
-from recbole_ssr.model.graph import cooccurrence_neighbours, edge_softmax, sampled_user_graph
+from recbole_ssr.model.graph import cooccurrence_neighbours, edge_softmax, neighbour_graph, sample_user_neighbours
 from recbole_ssr.quick_start import prepare, run
 from recbole_ssr.search_space import load_search_space
 from recbole_ssr.trainer import MultimodalTrainer
@@ -225,7 +225,7 @@ def test_cooccurrence_neighbours_are_the_top_k_of_dense_RRt():
 def test_sampled_user_graph_pads_short_lists_and_resamples_them():
     indices = torch.tensor([[1, 2, 3], [0, 2, 0], [0, 0, 0], [1, 0, 0]])
     counts = torch.tensor([[3.0, 2.0, 1.0], [2.0, 1.0, 0.0], [0.0, 0.0, 0.0], [5.0, 0.0, 0.0]])
-    graphs = [sampled_user_graph(indices, counts).to_dense() for _ in range(30)]
+    graphs = [neighbour_graph(*sample_user_neighbours(indices, counts)).to_dense() for _ in range(30)]
     expected_full = torch.zeros(4)
     expected_full[[1, 2, 3]] = torch.softmax(torch.tensor([3.0, 2.0, 1.0]), dim=0)
     for graph in graphs:
@@ -266,6 +266,12 @@ def test_user_graph_is_resampled_before_every_epoch(make_mmrec, monkeypatch, mod
         net.eval()
         assert torch.equal(net.forward()[0], first)
     assert torch.equal(net.user_graph.to_dense(), graphs[-1])
+    # a checkpoint carries its epoch's neighbour lists: loading it restores that graph after later resampling
+    state, saved = {key: value.clone() for key, value in net.state_dict().items()}, graphs[-1]
+    net.pre_epoch_processing()
+    assert not torch.equal(net.user_graph.to_dense(), saved)
+    net.load_state_dict(state)
+    assert torch.equal(net.user_graph.to_dense(), saved)
 
 
 def test_dualgnn_and_dragon_fusions(make_mmrec):

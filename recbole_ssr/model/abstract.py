@@ -26,8 +26,8 @@ from recbole.utils import InputType  # noqa: E402
 
 from recbole_ssr.errors import ConfigError  # noqa: E402
 from recbole_ssr.model.graph import (GraphCache, bipartite_adjacency, bipartite_edges,  # noqa: E402
-                                     cooccurrence_neighbours, knn_adjacency, knn_neighbours, propagate,
-                                     sampled_user_graph, sparse_to_csr, user_item_block)
+                                     cooccurrence_neighbours, knn_adjacency, knn_neighbours, neighbour_graph,
+                                     propagate, sample_user_neighbours, sparse_to_csr, user_item_block)
 from recbole_ssr.model.layers import FeatureTables, per_modality  # noqa: E402
 from recbole_ssr.model.losses import batch_mean_square, bpr_loss, info_nce, l2_penalty  # noqa: E402
 
@@ -274,9 +274,10 @@ class UserGraphRecommender(MultimodalRecommender):
       trained freely afterwards (absent with one modality, as in the authors' code).
     * **user co-occurrence graph**: each user's top-``user_knn_k`` co-users by shared training items
       (:func:`~recbole_ssr.model.graph.cooccurrence_neighbours`, computed sparsely once), padded by sampling and
-      softmax-weighted (:func:`~recbole_ssr.model.graph.sampled_user_graph`) afresh before every training epoch
-      (``pre_epoch_processing``, the trainer's per-epoch hook); the user vector adds its neighbours' weighted sum,
-      e_u <- e_u + Σ_v W_uv e_v. Evaluation uses the last epoch's graph.
+      softmax-weighted (:func:`~recbole_ssr.model.graph.sample_user_neighbours`) afresh before every training
+      epoch (``pre_epoch_processing``, the trainer's per-epoch hook); the user vector adds its neighbours' weighted
+      sum, e_u <- e_u + Σ_v W_uv e_v. Evaluation uses the current lists, which are saved in the checkpoint (a
+      buffer): the best checkpoint is tested with the graph of its epoch, as the authors' per-epoch test does.
     * **loss**: -mean log₂ σ(s⁺ - s⁻) (the authors' BPR uses log₂) + ``reg_weight`` · (Σ_m mean(P_m[batch users]²)
       + mean(w²)).
 
@@ -303,11 +304,30 @@ class UserGraphRecommender(MultimodalRecommender):
         indices, counts = cooccurrence_neighbours(self.interaction_matrix, config["user_knn_k"])
         self.register_buffer("neighbour_indices", indices.to(self.device), persistent=False)
         self.register_buffer("neighbour_counts", counts.to(self.device), persistent=False)
-        self.user_graph = None
+        # the current epoch's neighbour lists: saved with the weights, so that the best checkpoint is evaluated with
+        # the user graph it was trained with
+        slots, weights = sample_user_neighbours(indices, counts)
+        self.register_buffer("user_neighbour_slots", slots.to(self.device))
+        self.register_buffer("user_neighbour_weights", weights.to(self.device))
+        self._user_graph = None
 
     def pre_epoch_processing(self, epoch=None):
         """Resample the user co-occurrence graph for the coming epoch."""
-        self.user_graph = sparse_to_csr(sampled_user_graph(self.neighbour_indices, self.neighbour_counts))
+        slots, weights = sample_user_neighbours(self.neighbour_indices, self.neighbour_counts)
+        self.user_neighbour_slots.copy_(slots)
+        self.user_neighbour_weights.copy_(weights)
+        self._user_graph = None
+
+    @property
+    def user_graph(self):
+        """W [U, U] (CSR) of the current neighbour lists."""
+        if self._user_graph is None:
+            self._user_graph = sparse_to_csr(neighbour_graph(self.user_neighbour_slots, self.user_neighbour_weights))
+        return self._user_graph
+
+    def load_state_dict(self, *args, **kwargs):
+        self._user_graph = None
+        return super().load_state_dict(*args, **kwargs)
 
     def modality_views(self):
         """``{modality: (users, items)}``: the modality GCN of every modality."""
@@ -330,8 +350,6 @@ class UserGraphRecommender(MultimodalRecommender):
 
     def forward(self):
         users, items = self.fuse(self.modality_views())
-        if self.user_graph is None:
-            self.pre_epoch_processing()
         return users + propagate(self.user_graph, users, 1), items
 
     def calculate_loss(self, interaction):

@@ -18,7 +18,8 @@ Edge sampling
     :func:`degree_edge_weights`, :func:`sample_edges`, :func:`degree_sensitive_pruning` (FREEDOM).
 User co-occurrence graph (DualGNN, DRAGON)
     :func:`cooccurrence_neighbours` (top-k users by shared training items, R Rᵀ in row chunks),
-    :func:`sampled_user_graph` (the per-epoch neighbour lists, padded by sampling, softmax-weighted).
+    :func:`sample_user_neighbours` (the per-epoch neighbour lists, padded by sampling, softmax-weighted),
+    :func:`neighbour_graph` (the sparse user-user matrix of such lists).
 Attention
     :func:`edge_softmax` (softmax over each node's incoming edges; GRCN).
 Propagation
@@ -244,17 +245,17 @@ def cooccurrence_neighbours(interactions, k, chunk_rows=None):
     return indices, counts
 
 
-def sampled_user_graph(indices, counts, generator=None):
-    """DualGNN's / DRAGON's user graph for one epoch, as a sparse ``[U, U]`` matrix W with h_u = Σ_v W_uv e_v.
+def sample_user_neighbours(indices, counts, generator=None):
+    """DualGNN's / DRAGON's neighbour lists for one epoch: ``(slots [U, k] int64, weights [U, k] float32)``.
 
     Every user gets exactly k neighbour slots (``indices``/``counts`` from :func:`cooccurrence_neighbours`): its
     co-users with a positive count, and - when it has fewer than k (but at least one) - the remaining slots filled
     one after another with a uniformly drawn earlier slot (slot p copies one of the slots 0..p-1, so a neighbour can
     fill several, as the authors' ``topk_sample``; drawn afresh for every call). The weights are
-    softmax(counts) over the k slots (a neighbour in two slots gets both weights); users without co-users get an
-    empty row. Users with at least k co-users keep their top-k in every epoch.
+    softmax(counts) over the k slots; users without co-users get weight 0 everywhere. Users with at least k
+    co-users keep their top-k in every epoch. :func:`neighbour_graph` turns the lists into a sparse matrix.
     """
-    n, k = indices.shape
+    k = indices.shape[1]
     valid = (counts > 0).sum(dim=1)
     slots, slot_counts = indices.clone(), counts.clone()
     for position in range(1, k):
@@ -264,8 +265,14 @@ def sampled_user_graph(indices, counts, generator=None):
         draw = (torch.rand(short.numel(), generator=generator, device=indices.device) * position).long()
         slots[short, position] = slots[short, draw]
         slot_counts[short, position] = slot_counts[short, draw]
-    weights = torch.softmax(slot_counts, dim=1) * (valid > 0).unsqueeze(1)
-    rows = torch.arange(n, device=indices.device).repeat_interleave(k)
+    return slots, torch.softmax(slot_counts, dim=1) * (valid > 0).unsqueeze(1)
+
+
+def neighbour_graph(slots, weights):
+    """Sparse ``[U, U]`` matrix W of neighbour lists, W_uv = Σ of u's slot weights that hold v (so
+    h_u = Σ_v W_uv e_v = Σ_slots weight · e_slot), coalesced COO; zero weights are left out."""
+    n, k = slots.shape
+    rows = torch.arange(n, device=slots.device).repeat_interleave(k)
     keep = weights.reshape(-1) > 0
     graph = torch.sparse_coo_tensor(torch.stack([rows[keep], slots.reshape(-1)[keep]]), weights.reshape(-1)[keep],
                                     (n, n))
