@@ -269,7 +269,7 @@ class UserGraphRecommender(MultimodalRecommender):
     * **modality GCN**, per modality m: item vectors x_m,i = W_2 LeakyReLU(W_1 f_m,i + b_1) + b_2 (``mlp_hidden_size``
       then ``embedding_size``; the raw features stay frozen), user vectors = a learnable preference table P_m
       (Xavier-normal); both L2-normalised row-wise, then ``n_layers`` weight-free hops over Â summed with the input,
-      E_m = X + ÂX + Â²X (:func:`~recbole_ssr.model.graph.propagate`, ``combine='sum'``).
+      E_m = Σ_{l=0..L} Â^l X (L = 2: X + ÂX + Â²X; :func:`~recbole_ssr.model.graph.propagate`, ``combine='sum'``).
     * **per-user modality weights** w_u ∈ R^M, Xavier-normal then softmax over the modalities at initialisation,
       trained freely afterwards (absent with one modality, as in the authors' code).
     * **user co-occurrence graph**: each user's top-``user_knn_k`` co-users by shared training items
