@@ -109,7 +109,7 @@ def test_search_spaces_hold_the_authors_grids():
         space = load_search_space(f"{REPO_ROOT}/properties/search/{model}.yaml")
         return sorted(space.params[key].finite_values() if key in space.params else [space.fixed[key]])
 
-    assert values("SMORE", "cl_loss") == [0.001, 0.01, 0.1]  # at 0.01 alone SMORE can collapse (issue 22)
+    assert values("SMORE", "cl_loss") == [0.001, 0.01, 0.1]  # at 0.01 alone SMORE can collapse
     assert values("MMGCN", "reg_weight") == [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 0.1]
     assert values("GRCN", "learning_rate") == [1e-4, 1e-3, 1e-2, 0.1, 1.0]
     for model in ("DualGNN", "DRAGON"):
