@@ -41,6 +41,8 @@ RANGES = {
     "seed": ("int", 0, 2 ** 32 - 1),
     "band_num": ("int", 1, None),
     "knn_k": ("int", 1, None),
+    "user_knn_k": ("int", 1, None),
+    "n_routing": ("int", 0, None),
     "n_layers": ("int", 0, None),
     "num_layers": ("int", 0, None),
     "n_mm_layers": ("int", 0, None),
@@ -51,13 +53,15 @@ RANGES = {
     "tau": ("float", 0.0, None),
     "align_weight": ("float", 0.0, None),
     "align_temperature": ("float", 0.0, None),
+    "ssl_temp": ("float", 0.0, None),
+    "temperature": ("float", 0.0, None),
     "mask_rate": ("float", 0.0, 1.0),
     "dropout": ("float", 0.0, 1.0),
     "dropout_prob": ("float", 0.0, 1.0),
     "cold_item_ratio": ("float", 0.0, 1.0),
 }
 #: keys whose value must be strictly above the lowest bound
-STRICT_LOWER = frozenset({"tau", "align_temperature"})
+STRICT_LOWER = frozenset({"tau", "align_temperature", "ssl_temp", "temperature"})
 #: keys whose default is a list but a single value is accepted (RecBole wraps it)
 SCALAR_OR_LIST = frozenset({"topk", "metrics", "use_modalities", "gpu_id"})
 
