@@ -6,6 +6,9 @@ Each variant switches one part off (or changes one setting) relative to the defa
 all variants run in one process on the same batches, interleaved round-robin so that load from other processes
 affects them alike. Reports the median seconds per training batch (forward + backward + Adam step) and the ratio
 to LightGCN's.
+
+``--cheb_orders=4,6,8,12,16`` times SSR at those filter degrees instead (the cost of a degree, for choosing
+``cheb_order``); ``--threads=N`` sets torch's intra-op threads.
 """
 
 import argparse
@@ -32,14 +35,21 @@ def main():
     parser.add_argument("--dataset", default="tiktok")
     parser.add_argument("--data_path", default="dataset/")
     parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--cheb_orders", help="comma-separated degrees: SSR at each instead of the variants")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    variants = VARIANTS
+    if args.cheb_orders:
+        variants = {f"SSR cheb_order={k}": {"cheb_order": int(k)} for k in args.cheb_orders.split(",") if k}
 
     from recbole_ssr.quick_start import prepare
     from recbole_ssr.utils import get_model
 
     base = {"data_path": args.data_path, "state": "ERROR"}
     models = {}
-    for name, overrides in dict(VARIANTS, LightGCN=None).items():
+    for name, overrides in dict(variants, LightGCN=None).items():
         model_name = "LightGCN" if overrides is None else "SSR"
         config, _, (train, _, _) = prepare(model_name, args.dataset, config_dict=dict(base, **(overrides or {})))
         torch.manual_seed(0)
