@@ -22,12 +22,17 @@ _ALIAS_OK = {}
 def _alias_ok(adj):
     """Whether ``torch.addmm(y, adj, x, out=y)`` (in-place recurrence step) is exact on this layout/device.
 
-    Checked once per (layout, device type) on a 3-node example; otherwise a fresh buffer is used per step.
+    Checked once per (layout, device type, index dtype) on a 3-node example; otherwise a fresh buffer is used per
+    step.
     """
-    key = (adj.layout, adj.device.type)
+    index_dtype = adj.crow_indices().dtype if adj.layout == torch.sparse_csr else None
+    key = (adj.layout, adj.device.type, index_dtype)
     if key not in _ALIAS_OK:
         dense = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 2.0], [0.0, 2.0, 0.0]], device=adj.device)
         small = dense.to_sparse_csr() if adj.layout == torch.sparse_csr else dense.to_sparse()
+        if index_dtype is not None:
+            small = torch.sparse_csr_tensor(small.crow_indices().to(index_dtype), small.col_indices().to(index_dtype),
+                                            small.values(), small.shape)
         x = torch.arange(6.0, device=adj.device).reshape(3, 2)
         y = torch.ones(3, 2, device=adj.device)
         expected = -y - 2.0 * (dense @ x)
