@@ -322,6 +322,51 @@ def test_bands_at_rows_equal_the_rows_of_the_full_bands(method, chunk, order):
     assert torch.autograd.gradcheck(lambda v: dec.bands_at(v, rows), (x,), eps=1e-6, atol=1e-6)
 
 
+def plain_bank(adj, x, coefficients, rows=None):
+    """The filter bank written the obvious way, differentiated by autograd: T_k(-Â) x by the three-term recurrence
+    with ``torch.sparse.mm`` (COO, 64-bit indices, fresh tensors), band_m = Σ_k c_mk T_k x, last band the rest."""
+    coo = adj.to_sparse_coo().coalesce().to(x.dtype) if adj.layout != torch.sparse_coo else adj.to(x.dtype)
+    prev, cur = x, -torch.sparse.mm(coo, x)
+    terms = [prev, cur]
+    for _ in range(2, coefficients.shape[1]):
+        prev, cur = cur, -2.0 * torch.sparse.mm(coo, cur) - prev
+        terms.append(cur)
+    bands = [sum(float(c) * t for c, t in zip(row, terms) if c != 0.0) for row in coefficients]
+    bands = torch.stack(bands + [x - sum(bands)])
+    return bands if rows is None else bands[:, rows].transpose(0, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows_only", [False, True])
+def test_fast_filter_equals_the_plain_recursion(dtype, rows_only):
+    """The filter SSR trains with (32-bit CSR indices, fused in-place recurrence in reused buffers, Clenshaw
+    backward that starts without a zero buffer and hands its last buffer to autograd) gives the values and the
+    gradient of the plain recursion, for the full bank and the row-restricted one, in float32 (SSR's dtype) and
+    float64; and a gradient handed to autograd is never overwritten by a later call."""
+    adj = bipartite_adj(70, 50, 4, seed=31, isolated=2)
+    generator = torch.Generator().manual_seed(32)
+    x = torch.randn(122, 6, generator=generator).to(dtype)
+    rows = torch.tensor([0, 2, 3, 40, 69, 70, 71, 100, 121])
+    dec = SpectralBandDecomposer(adj, 3, "chebyshev", cheb_order=12, refresh_every=0, track_edges=False)
+    assert dec.bands.adjacency("cpu", dtype).crow_indices().dtype == torch.int32
+    dec(x)  # fixes the edges: the map is linear in x from here on
+    coefficients = dec.coefficients
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-12, "rtol": 1e-10}
+    gradients = []
+    for call in range(2):
+        weights = torch.randn((len(rows), 3, 6) if rows_only else (3, 122, 6), generator=generator).to(dtype)
+        fast_x, plain_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        fast = dec.bands_at(fast_x, rows) if rows_only else dec(fast_x)
+        plain = plain_bank(adj, plain_x, coefficients, rows if rows_only else None)
+        torch.testing.assert_close(fast, plain, **tolerance)
+        (fast * weights).sum().backward()
+        (plain * weights).sum().backward()
+        torch.testing.assert_close(fast_x.grad, plain_x.grad, **tolerance)
+        gradients.append((fast_x.grad, fast_x.grad.clone()))
+    kept, snapshot = gradients[0]
+    assert torch.equal(kept, snapshot)  # the second call did not write into the first call's gradient
+
+
 def test_workspace_memory_is_bounded_by_the_largest_request():
     """Row counts change every training step: the scratch buffers grow to the largest count and are reused."""
     from recbole_ssr.model.spectral import Workspace
