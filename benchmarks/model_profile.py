@@ -14,7 +14,8 @@ optimizer step), the estimated training seconds per epoch (hook + first step + m
 full-sort evaluation pass over the validation users, and the ratios to LightGCN's median step and to its epoch
 (training + one evaluation).
 
-``--threads=N`` sets torch's intra-op threads (default: torch's own choice, i.e. ``OMP_NUM_THREADS``).
+``--clock=cpu`` times CPU seconds of the process instead of wall-clock seconds (on a loaded machine a one-thread
+process waits for a core at random moments; its CPU time leaves that out). ``--threads=N`` sets torch's intra-op threads (default: torch's own choice, i.e. ``OMP_NUM_THREADS``).
 ``--memory`` adds each model's peak memory: every model is also run in its own fresh process (data loaded, model
 built, epoch hook, the same number of training steps, one evaluation) and its peak resident set size is reported,
 with the peak above the process's size once the data is loaded (the model, its graphs and the steps' working set;
@@ -32,10 +33,21 @@ import time
 import torch
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+
+
+def set_clock(name):
+    """Time with wall-clock seconds (``wall``) or this process's CPU seconds (``cpu``: all its threads together;
+    on a shared machine with one thread it leaves out the time the process waits for a core)."""
+    global clock
+    clock = CLOCKS[name]
+
+
 def time_call(function):
-    start = time.perf_counter()
+    start = clock()
     function()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def first_batches(train_data, count):
@@ -136,12 +148,16 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="configuration override for every model (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall-clock seconds, or CPU seconds of this process (robust to waiting for a core on a "
+                             "shared machine; with several threads it sums them)")
     parser.add_argument("--memory", action="store_true",
                         help="also each model's peak memory, from a fresh process per model")
     parser.add_argument("--memory_of", help=argparse.SUPPRESS)  # internal: one model's memory run
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    set_clock(args.clock)
 
     from recbole_ssr.cli import parse_value
 
@@ -175,7 +191,7 @@ def main():
     reference = statistics.median(step_times["LightGCN"]) if has_reference else None
     reference_epoch = epoch_seconds("LightGCN") + eval_times["LightGCN"] if has_reference else None
     print(f"{args.dataset}: {len(train)} training batches per epoch, torch threads {torch.get_num_threads()}, "
-          f"{args.batches} timed batches per model, interleaved")
+          f"{args.batches} timed batches per model, interleaved, {args.clock} clock")
     header = ("| model | s / step (median) | × LightGCN per step | epoch hook s | first step s | est. train s / epoch "
               "| full-sort eval s | × LightGCN per epoch (train + eval) |")
     columns = 8

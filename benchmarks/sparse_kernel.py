@@ -8,7 +8,9 @@ Every variant computes the same product (or the same Chebyshev recursion); each 
 computation (``torch.sparse.mm`` with the COO matrix, fresh output) and its maximum absolute difference printed.
 Timings: all variants run round-robin in one process (variant 1, variant 2, ..., then again), ``--repeats`` times;
 the table gives the median and its ratio to the plain product, so load from other processes hits all alike.
-The bandwidth floor: a dense copy and an axpy of the same size as X (L3-resident here) and of 256 MB (DRAM) give the
+Two rows are not the same computation in the same order: scipy's kernel (own summation) and the product over
+the renumbered graph (each row's sum runs in the new column order); their differences are rounding. The bandwidth
+floor: a dense copy and an axpy of the same size as X (L3-resident here) and of 256 MB (DRAM) give the
 achievable bytes/s; the floor of one product is the bytes it must move at least (read X and the CSR arrays once,
 write Y once; + read Y once for beta != 0) divided by that rate.
 """
@@ -61,20 +63,23 @@ def column_blocked(matrix, x, out, width, beta=0.0, alpha=1.0):
     return out
 
 
-def timed_round_robin(variants, repeats):
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def timed_round_robin(variants, repeats, clock=time.perf_counter):
     """{name: [seconds]} of ``variants`` ({name: callable}) run round-robin ``repeats`` times after one warm-up."""
     for function in variants.values():
         function()
     times = {name: [] for name in variants}
     for _ in range(repeats):
         for name, function in variants.items():
-            start = time.perf_counter()
+            start = clock()
             function()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
 
 
-def bandwidth(nbytes, repeats):
+def bandwidth(nbytes, repeats, clock=time.perf_counter):
     """Achievable bytes/s of a dense copy and of an axpy (y += a·x) on float32 arrays of ``nbytes`` each (torch and
     numpy, one process, interleaved). Copy moves 2·nbytes, axpy 3·nbytes."""
     count = nbytes // 4
@@ -82,7 +87,7 @@ def bandwidth(nbytes, repeats):
     na, nb = a.numpy(), b.numpy()
     variants = {"torch copy": lambda: b.copy_(a), "torch axpy": lambda: b.add_(a, alpha=0.5),
                 "numpy copy": lambda: np.copyto(nb, na)}
-    times = timed_round_robin(variants, repeats)
+    times = timed_round_robin(variants, repeats, clock)
     moved = {"torch copy": 2 * nbytes, "torch axpy": 3 * nbytes, "numpy copy": 2 * nbytes}
     return {name: moved[name] / statistics.median(values) for name, values in times.items()}
 
@@ -123,8 +128,12 @@ def main():
     parser.add_argument("--rows", type=int, default=3500, help="rows gathered per order (a batch's distinct nodes)")
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall-clock seconds, or CPU seconds of the process (one thread on a shared machine: leaves "
+                             "out the time spent waiting for a core)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    clock = CLOCKS[args.clock]
 
     from recbole_ssr.model.graph import bipartite_adjacency
 
@@ -156,7 +165,7 @@ def main():
     x_numpy = x.numpy()
 
     print(f"{source}: N = {n:,}, nnz = {nnz:,}, X float32 [{n:,}, {width}], torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, {args.repeats} round-robin repeats, median")
+          f"threads {torch.get_num_threads()}, {args.repeats} round-robin repeats, median, {args.clock} clock")
 
     # -- one product: y = Â x -----------------------------------------------------------------------------------------
     plain = torch.sparse.mm(coo, x)
@@ -176,6 +185,18 @@ def main():
             lambda block=block: column_blocked(csr32, x, out, block))
     single["CSR int32, [X | Y] in one product (per 192 columns)"] = (
         lambda: torch.addmm(wide_out, csr32, wide_x, beta=0.0, out=wide_out))
+    # the same product as a weighted gather-sum (torch's embedding_bag kernel, FBGEMM on x86)
+    crow, col = csr32.crow_indices(), csr32.col_indices()
+    single["embedding_bag gather-sum (FBGEMM), int32 offsets"] = lambda: torch.nn.functional.embedding_bag(
+        col, x, crow, mode="sum", per_sample_weights=csr32.values(), include_last_offset=True)
+    # locality: nodes renumbered by degree (descending), so the most-gathered rows of X sit together
+    order = torch.argsort(-(csr.crow_indices()[1:] - csr.crow_indices()[:-1]), stable=True)
+    position = torch.empty_like(order)
+    position[order] = torch.arange(n)
+    moved = torch.sparse_coo_tensor(position[coo.indices()], coo.values(), coo.shape).coalesce()
+    reordered, x_reordered = csr_int32(moved.to_sparse_csr()), x[order].contiguous()
+    single["CSR int32 addmm, nodes renumbered by degree"] = (
+        lambda: torch.addmm(out, reordered, x_reordered, beta=0.0, out=out))
 
     def recurrence(matrix, block=None):
         def step():
@@ -194,6 +215,8 @@ def main():
         value = torch.as_tensor(np.asarray(value)) if not isinstance(value, torch.Tensor) else value
         if "[X | Y]" in name:
             value = value[:, :width]
+        if "renumbered" in name:
+            value = value[position]
         return value
 
     checks = {}
@@ -203,7 +226,7 @@ def main():
         expected = recur_expected if name.startswith("recurrence") else plain
         value = result_of(name)
         checks[name] = (float((value - expected).abs().max()), bool(torch.equal(value, expected)))
-    times = timed_round_robin(single, args.repeats)
+    times = timed_round_robin(single, args.repeats, clock)
     base = statistics.median(times["COO torch.sparse.mm (plain)"])
     print("\n| variant (one product, N x 192) | ms | × plain | max abs diff vs plain | bit-identical |")
     print("|---|---|---|---|---|")
@@ -229,7 +252,7 @@ def main():
     reference = chebyshev_plain(coo, x, args.order, rows)
     checks = {name: float((function().clone() - reference).abs().max()) for name, function in recursion.items()}
     scale = float(reference.abs().max())
-    times = timed_round_robin(recursion, max(5, args.repeats // 4))
+    times = timed_round_robin(recursion, max(5, args.repeats // 4), clock)
     base = statistics.median(times["plain (sparse.mm COO, fresh tensors)"])
     print(f"\n| Chebyshev recursion, degree {args.order}, {len(rows):,} rows gathered per order | ms | × plain "
           f"| ms per order | max abs diff (values up to {scale:.0f}) |")
@@ -244,7 +267,7 @@ def main():
     print(f"\n| dense kernel | array size | GB/s |\n|---|---|---|")
     rates = {}
     for label, nbytes in (("X-sized (L3-resident)", x_bytes), ("256 MB (DRAM)", 256 << 20)):
-        for name, rate in bandwidth(nbytes, max(5, args.repeats // 2 if nbytes == x_bytes else 5)).items():
+        for name, rate in bandwidth(nbytes, max(5, args.repeats // 2 if nbytes == x_bytes else 5), clock).items():
             rates[(label, name)] = rate
             print(f"| {name} | {label}, {nbytes / 2 ** 20:.1f} MiB | {rate / 1e9:.1f} |")
     best_rate = max(rate for (label, _), rate in rates.items() if label.startswith("X-sized"))

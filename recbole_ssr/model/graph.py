@@ -263,8 +263,8 @@ def sparse_to_csr(adjacency):
 
 def int32_csr(matrix):
     """The same CSR matrix with 32-bit index arrays, when its size allows (else unchanged). MKL's sparse BLAS, which
-    runs torch's CSR products on CPU, takes 32-bit indices: torch converts 64-bit ones before every product, which
-    costs ~15% of a product of Â at width 192 (benchmarks/sparse_kernel.md). Products give the same numbers."""
+    runs torch's CSR products on CPU, takes 32-bit indices: torch converts 64-bit ones before every product, 5-10%
+    of a product of Â at width 192 (benchmarks/sparse_kernel.md). Products give the same numbers."""
     limit = torch.iinfo(torch.int32).max
     if (matrix.layout != torch.sparse_csr or matrix.crow_indices().dtype == torch.int32
             or matrix._nnz() >= limit or max(matrix.shape) >= limit):
