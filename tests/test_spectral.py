@@ -462,3 +462,34 @@ def test_zero_signal_single_band_and_isolated_nodes(method):
     lap = torch.eye(33) - adj.to_dense()
     for band in bands:
         assert (lap @ band - band).abs().max() < 1e-5
+
+
+def test_sparse_kernel_benchmark_variants_compute_the_same_product():
+    """benchmarks/sparse_kernel.py: its generated graph has the requested shape, and the variants it times
+    (column blocks, int32 indices, the fused recursion in reused buffers) give the plain product's numbers."""
+    import os
+    import sys
+
+    from conftest import REPO_ROOT
+
+    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+    import sparse_kernel
+
+    from recbole_ssr.model.graph import bipartite_adjacency
+
+    users, items, n_users, n_items = sparse_kernel.generated_edges(users=60, items=40, edges=300, seed=3)
+    assert (n_users, n_items) == (60, 40) and set(users.tolist()) == set(range(60)) and items.max() < 40
+    coo = bipartite_adjacency(users, items, n_users, n_items)
+    csr32 = sparse_kernel.csr_int32(coo.to_sparse_csr())
+    assert csr32.col_indices().dtype == torch.int32
+    x = torch.randn(100, 10, generator=torch.Generator().manual_seed(4))
+    plain = torch.sparse.mm(coo, x)
+    assert torch.equal(torch.addmm(torch.empty(100, 10), csr32, x, beta=0.0), plain)  # int32 indices: same bits
+    # column blocks: the same sums, but MKL picks its kernel by width, so rounding may differ (4 columns here)
+    torch.testing.assert_close(sparse_kernel.column_blocked(csr32, x, torch.empty(100, 10), 4), plain,
+                               atol=1e-6, rtol=1e-6)
+    rows = torch.tensor([1, 5, 60, 99])
+    buffers = [torch.empty(100, 10), torch.empty(100, 10), torch.empty(4, 10), torch.empty(4, 10)]
+    expected = sparse_kernel.chebyshev_plain(coo, x, 6, rows)
+    torch.testing.assert_close(sparse_kernel.chebyshev_fused(csr32, x, 6, rows, buffers, 3), expected,
+                               atol=1e-5, rtol=1e-5)
