@@ -336,8 +336,21 @@ def propagate(adjacency, x, n_layers, combine="last", transpose=None):
 
 
 def sparse_to_csr(adjacency):
-    """COO -> CSR (faster sparse x dense products on CPU; gradients flow to the dense operand)."""
-    return adjacency.to_sparse_csr() if adjacency.layout == torch.sparse_coo else adjacency
+    """COO -> CSR with 32-bit indices (:func:`int32_csr`): faster sparse x dense products on CPU, gradients flow to
+    the dense operand."""
+    return int32_csr(adjacency.to_sparse_csr() if adjacency.layout == torch.sparse_coo else adjacency)
+
+
+def int32_csr(matrix):
+    """The same CSR matrix with 32-bit index arrays, when its size allows (else unchanged). MKL's sparse BLAS, which
+    runs torch's CSR products on CPU, takes 32-bit indices: torch converts 64-bit ones before every product, 5-10%
+    of a product of Â at width 192 (benchmarks/sparse_kernel.md). Products give the same numbers."""
+    limit = torch.iinfo(torch.int32).max
+    if (matrix.layout != torch.sparse_csr or matrix.crow_indices().dtype == torch.int32
+            or matrix._nnz() >= limit or max(matrix.shape) >= limit):
+        return matrix
+    return torch.sparse_csr_tensor(matrix.crow_indices().to(torch.int32), matrix.col_indices().to(torch.int32),
+                                   matrix.values(), matrix.shape)
 
 
 class _FixedSparseProduct(torch.autograd.Function):
@@ -365,9 +378,9 @@ def sparse_product(matrix, x, transpose=None):
 
 
 def csr_transpose(matrix):
-    """Aᵀ of a sparse matrix, as CSR."""
+    """Aᵀ of a sparse matrix, as CSR (32-bit indices, :func:`int32_csr`)."""
     coo = matrix.to_sparse_coo() if matrix.layout != torch.sparse_coo else matrix
-    return coo.t().coalesce().to_sparse_csr()
+    return int32_csr(coo.t().coalesce().to_sparse_csr())
 
 
 # -- cache -----------------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from torch import nn
 
 from recbole_ssr.errors import ConfigError
 from recbole_ssr.model.abstract import MultimodalRecommender
-from recbole_ssr.model.graph import csr_transpose, propagate
+from recbole_ssr.model.graph import csr_transpose, propagate, sparse_to_csr
 from recbole_ssr.model.losses import info_nce
 from recbole_ssr.model.spectral import SpectralBandDecomposer
 from recbole_ssr.model.ssr_layers import (BandGate, BandOperator, band_contrastive_loss, draw_band_keep,
@@ -83,11 +83,11 @@ class SSR(MultimodalRecommender):
             nn.init.xavier_normal_(torch.empty(self.n_users, len(self.branches), 1)), dim=1).squeeze(-1))
 
         adjacency = self.norm_adj_matrix()
-        self.register_buffer("adjacency", adjacency.to_sparse_csr(), persistent=False)
+        self.register_buffer("adjacency", sparse_to_csr(adjacency), persistent=False)
         self.register_buffer("item_graph", None, persistent=False)  # buffers: moved by model.to(device)
         if self.modality_names:  # S_mm = Σ_m α_m S_m (α: mm_modality_weights)
             weights = self.modality_weights(key="mm_modality_weights")
-            self.item_graph = self.mixed_item_graph(config["knn_k"], weights).to_sparse_csr()
+            self.item_graph = sparse_to_csr(self.mixed_item_graph(config["knn_k"], weights))
         self.register_buffer("item_graph_t", None, persistent=False)
         self.item_graph_t = csr_transpose(self.item_graph) if self.item_graph is not None else None  # kNN: directed
 
