@@ -202,27 +202,27 @@ def test_contrastive_rows_and_self_negative_switches(make_mmrec, cl_rows, self_n
     assert difference == pytest.approx(expected, rel=1e-4)
 
 
-def test_item_graph_weights_by_name_or_position(make_mmrec):
-    """``mm_weights_by: position`` (the reference) gives the reference's weights to the modalities in order whatever
-    their names; ``name`` only to modalities of those names (else uniform)."""
-    graphs = {}
-    for by in ("name", "position"):
-        model, _ = build(make_mmrec, modalities={"audio": 6, "image": 5}, mm_weights_by=by)
-        graphs[by] = model.item_graph.to_dense()
-    explicit, _ = build(make_mmrec, modalities={"audio": 6, "image": 5}, mm_modality_weights=[0.1, 0.9])
-    uniform, _ = build(make_mmrec, modalities={"audio": 6, "image": 5}, mm_modality_weights=[1, 1])
-    assert explicit.modality_names == ["audio", "image"]
-    assert torch.allclose(graphs["position"], explicit.item_graph.to_dense())
-    assert torch.allclose(graphs["name"], uniform.item_graph.to_dense())
-    assert not torch.allclose(graphs["name"], graphs["position"])
-    pair = dict(modalities={"image": 6, "text": 5}, dataset="pair")
-    named, _ = build(make_mmrec, **pair)
-    named_explicit, _ = build(make_mmrec, **pair, mm_modality_weights={"image": 0.1, "text": 0.9})
-    assert torch.allclose(named.item_graph.to_dense(), named_explicit.item_graph.to_dense())
-    three = dict(modalities={"audio": 4, "image": 5, "text": 6}, dataset="three")  # not as many as the reference's
-    assert torch.allclose(build(make_mmrec, **three, mm_weights_by="position")[0].item_graph.to_dense(),
-                          build(make_mmrec, **three, mm_modality_weights=[1, 1, 1])[0].item_graph.to_dense())
-    with pytest.raises(ConfigError, match="mm_weights_by .size. is unknown"):
+def test_item_graph_weights_by_name_or_slot(make_mmrec):
+    """``mm_weights_by: slot`` (the reference) fills the reference's image and text slots with whatever two
+    modalities the dataset has (by name where one matches, else in order); ``name`` only uses the reference's
+    weights for modalities of exactly those names (else uniform)."""
+    def graph(modalities, dataset, **switches):
+        return build(make_mmrec, modalities=modalities, dataset=dataset, **switches)[0].item_graph.to_dense()
+
+    tiktok_like = {"audio": 6, "image": 5}  # modality order: audio, image (sorted names)
+    assert torch.allclose(graph(tiktok_like, "av", mm_weights_by="slot"),
+                          graph(tiktok_like, "av", mm_modality_weights=[0.9, 0.1]))  # image 0.1, audio the text slot
+    assert torch.allclose(graph(tiktok_like, "av"), graph(tiktok_like, "av", mm_modality_weights=[1, 1]))
+    assert not torch.allclose(graph(tiktok_like, "av"), graph(tiktok_like, "av", mm_weights_by="slot"))
+    unnamed = {"left": 6, "right": 5}  # no name matches: the slots in order
+    assert torch.allclose(graph(unnamed, "lr", mm_weights_by="slot"), graph(unnamed, "lr", mm_modality_weights=[0.1, 0.9]))
+    named = {"image": 6, "text": 5}  # both ways the reference's weights
+    assert torch.allclose(graph(named, "it", mm_weights_by="slot"), graph(named, "it", mm_modality_weights=[0.1, 0.9]))
+    assert torch.allclose(graph(named, "it"), graph(named, "it", mm_modality_weights=[0.1, 0.9]))
+    assert not torch.allclose(graph(named, "it"), graph(named, "it", mm_modality_weights=[1, 1]))
+    three = {"audio": 4, "image": 5, "text": 6}  # more modalities than slots: uniform either way
+    assert torch.allclose(graph(three, "three", mm_weights_by="slot"), graph(three, "three", mm_modality_weights=[1, 1, 1]))
+    with pytest.raises(ConfigError, match="mm_weights_by 'size' is unknown"):
         build(make_mmrec, mm_weights_by="size")
 
 

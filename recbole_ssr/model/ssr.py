@@ -45,7 +45,7 @@ from recbole_ssr.model.ssr_layers import (BandGate, BandOperator, band_contrasti
 
 OUT_MODES = ("aggr", "spec", "mix")
 CL_ROWS = ("distinct", "batch")
-WEIGHTS_BY = ("name", "position")
+WEIGHTS_BY = ("name", "slot")
 PREFERENCE_INITS = ("uniform", "normal")
 
 
@@ -126,12 +126,15 @@ class SSR(MultimodalRecommender):
     def item_graph_weights(self, config):
         """α of S_mm: ``mm_modality_weights`` when set; else ``reference_modality_weights`` matched to the dataset's
         modalities by ``mm_weights_by``: ``name`` (only when the names are exactly the reference's, else uniform)
-        or ``position`` (the reference: its values in order to the dataset's modalities in order, whatever their
-        names, when there are as many; else uniform)."""
+        or ``slot`` (the reference, whose image and text slots take whatever two modalities it is given: a modality
+        named like a slot takes that slot's weight, the others the remaining slots' weights in order; uniform when
+        the dataset has not as many modalities as there are slots)."""
         reference = config["reference_modality_weights"]
-        if (self.choice(config, "mm_weights_by", WEIGHTS_BY) == "position" and config["mm_modality_weights"] is None
+        if (self.choice(config, "mm_weights_by", WEIGHTS_BY) == "slot" and config["mm_modality_weights"] is None
                 and reference and len(reference) == len(self.modality_names)):
-            return self.modality_weights(list(reference.values()), key="reference_modality_weights")
+            free = iter(w for name, w in reference.items() if name not in self.modality_names)
+            weights = [reference[m] if m in reference else next(free) for m in self.modality_names]
+            return self.modality_weights(weights, key="reference_modality_weights")
         return self.modality_weights(key="mm_modality_weights")
 
     # -- backbone ------------------------------------------------------------------------------------------------
