@@ -167,8 +167,9 @@ def test_mask_and_contrastive_switches_remove_their_terms(make_mmrec, monkeypatc
 
 
 def test_contrastive_term_value(make_mmrec):
-    with_cl, _ = build(make_mmrec, mask_weight=0.0, cl_weight=1.0)
-    without, _ = build(make_mmrec, mask_weight=0.0, cl_weight=0.0)
+    ours = dict(cl_rows="distinct", cl_self_negative=False)  # the reference's forms: test_contrastive_rows_and_self_...
+    with_cl, _ = build(make_mmrec, mask_weight=0.0, cl_weight=1.0, **ours)
+    without, _ = build(make_mmrec, mask_weight=0.0, cl_weight=0.0, **ours)
     interaction = batch(with_cl)
     signal, _ = with_cl.graph_signal()
     bands = with_cl.decomposer(signal).transpose(0, 1)
@@ -212,14 +213,14 @@ def test_item_graph_weights_by_name_or_slot(make_mmrec):
     tiktok_like = {"audio": 6, "image": 5}  # modality order: audio, image (sorted names)
     assert torch.allclose(graph(tiktok_like, "av", mm_weights_by="slot"),
                           graph(tiktok_like, "av", mm_modality_weights=[0.9, 0.1]))  # image 0.1, audio the text slot
-    assert torch.allclose(graph(tiktok_like, "av"), graph(tiktok_like, "av", mm_modality_weights=[1, 1]))
-    assert not torch.allclose(graph(tiktok_like, "av"), graph(tiktok_like, "av", mm_weights_by="slot"))
+    assert torch.allclose(graph(tiktok_like, "av", mm_weights_by="name"), graph(tiktok_like, "av", mm_modality_weights=[1, 1]))
+    assert not torch.allclose(graph(tiktok_like, "av", mm_weights_by="name"), graph(tiktok_like, "av", mm_weights_by="slot"))
     unnamed = {"left": 6, "right": 5}  # no name matches: the slots in order
     assert torch.allclose(graph(unnamed, "lr", mm_weights_by="slot"), graph(unnamed, "lr", mm_modality_weights=[0.1, 0.9]))
     named = {"image": 6, "text": 5}  # both ways the reference's weights
     assert torch.allclose(graph(named, "it", mm_weights_by="slot"), graph(named, "it", mm_modality_weights=[0.1, 0.9]))
-    assert torch.allclose(graph(named, "it"), graph(named, "it", mm_modality_weights=[0.1, 0.9]))
-    assert not torch.allclose(graph(named, "it"), graph(named, "it", mm_modality_weights=[1, 1]))
+    assert torch.allclose(graph(named, "it", mm_weights_by="name"), graph(named, "it", mm_modality_weights=[0.1, 0.9]))
+    assert not torch.allclose(graph(named, "it", mm_weights_by="name"), graph(named, "it", mm_modality_weights=[1, 1]))
     three = {"audio": 4, "image": 5, "text": 6}  # more modalities than slots: uniform either way
     assert torch.allclose(graph(three, "three", mm_weights_by="slot"), graph(three, "three", mm_modality_weights=[1, 1, 1]))
     with pytest.raises(ConfigError, match="mm_weights_by 'size' is unknown"):
@@ -336,8 +337,9 @@ def plain_ssr_loss(model, interaction):
     masked, masked_omega = all_rows(keep)
     loss = loss + model.reg_weight * masked_omega
     loss = loss + model.mask_weight * sum(F.mse_loss(m, f.detach()) for m, f in zip(masked, (hu, hp, hn))) / 3
-    contrast = sum(band_contrastive_loss(bands[torch.unique(n)], model.chunk_slices, model.temperature)
-                   for n in (users, pos))
+    rows = (lambda n: n) if model.cl_rows == "batch" else torch.unique
+    contrast = sum(band_contrastive_loss(bands[rows(n)], model.chunk_slices, model.temperature,
+                                         self_negative=model.cl_self_negative) for n in (users, pos))
     return loss + model.cl_weight * contrast
 
 
