@@ -13,7 +13,8 @@ Pipeline (docs/ssr.md, our notation):
   the full pass (``mask_consistency: representation | prediction``; ``mask_fill: zero | noise``).
 * (iii) G-HSNO band operator and band gating (separate modules for users and items), ``out_mode``
   ``aggr`` (score ⟨h_u, h_i⟩), ``spec`` (per-band embeddings) or ``mix`` (both).
-* (iv) band-wise cross-modal InfoNCE over every pair of content modalities.
+* (iv) band-wise cross-modal InfoNCE over every pair of content modalities; ``cl_self_negative`` and ``cl_rows``
+  choose between the reference's form (the anchor itself among its negatives, every batch row) and ours.
 * Opt-in extensions beyond the paper (docs/ssr.md, "Extensions"; off by default): ``band_scale`` multiplies each
   band before stage (iii), in training and evaluation (e.g. ``[1, 1, 0.5]`` attenuates the high band);
   ``eval_band_scale`` does the same at evaluation only (training unchanged; chosen on validation after training);
