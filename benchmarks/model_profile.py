@@ -11,20 +11,43 @@ timed steps and are timed separately; the first step after the hook is timed sep
 per-epoch work in it (LATTICE learns its item graphs there, SSR re-estimates its band edges) — it also carries
 one-time warm-up, so the estimate errs high. Reports the median seconds per later step (forward + backward +
 optimizer step), the estimated training seconds per epoch (hook + first step + median × (batches − 1)), one
-full-sort evaluation pass over the validation users, and the ratio to LightGCN's median step.
+full-sort evaluation pass over the validation users, and the ratios to LightGCN's median step and to its epoch
+(training + one evaluation).
+
+``--clock=cpu`` times CPU seconds of the process instead of wall-clock seconds (on a loaded machine a one-thread
+process waits for a core at random moments; its CPU time leaves that out). ``--threads=N`` sets torch's intra-op threads (default: torch's own choice, i.e. ``OMP_NUM_THREADS``).
+``--memory`` adds each model's peak memory: every model is also run in its own fresh process (data loaded, model
+built, epoch hook, the same number of training steps, one evaluation) and its peak resident set size is reported,
+with the peak above the process's size once the data is loaded (the model, its graphs and the steps' working set;
+Linux only: the peak is reset through /proc/self/clear_refs after loading).
 """
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+
+
+def set_clock(name):
+    """Time with wall-clock seconds (``wall``) or this process's CPU seconds (``cpu``: all its threads together;
+    on a shared machine with one thread it leaves out the time the process waits for a core)."""
+    global clock
+    clock = CLOCKS[name]
+
+
 def time_call(function):
-    start = time.perf_counter()
+    start = clock()
     function()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def first_batches(train_data, count):
@@ -58,6 +81,64 @@ def time_training_steps(models, batches):
     return first_step, step_times
 
 
+def build(name, dataset, overrides, prepared=None):
+    """(model in train mode with its optimizer, trainer, train data, valid data) at the model's yaml defaults;
+    ``prepared``: the output of ``recbole_ssr.quick_start.prepare`` for this model and dataset, if already made."""
+    from recbole_ssr.quick_start import prepare
+    from recbole_ssr.utils import get_model, get_trainer
+
+    config, _, (train_data, valid_data, _) = prepared or prepare(name, dataset, config_dict=dict(overrides))
+    torch.manual_seed(0)
+    model = get_model(name)(config, train_data.dataset).to(config["device"])
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
+    trainer = get_trainer(config["MODEL_TYPE"], name)(config, model)
+    return model, optimizer, trainer, train_data, valid_data
+
+
+def resident_mb(field):
+    """``VmRSS`` (current) or ``VmHWM`` (peak) of this process from /proc/self/status, in MiB (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def measure_memory(name, dataset, overrides, batches):
+    """Memory of one model (run in a fresh process by ``--memory``): the process's peak RSS (MiB) over data
+    loading, model building, the epoch hook, ``batches`` training steps (after one warm-up) and one full-sort
+    evaluation; its RSS once the data is loaded; and the peak RSS after that point (Linux: the peak is reset
+    through /proc/self/clear_refs once the data is loaded, so data loading's own peak does not hide the model's)."""
+    from recbole_ssr.quick_start import peak_rss_mb, prepare
+
+    prepared = prepare(name, dataset, config_dict=dict(overrides))
+    loaded = resident_mb("VmRSS")
+    overall = peak_rss_mb()
+    with open("/proc/self/clear_refs", "w") as handle:  # reset VmHWM to the current RSS
+        handle.write("5")
+    model, optimizer, trainer, train_data, valid_data = build(name, dataset, overrides, prepared)
+    if hasattr(model, "pre_epoch_processing"):
+        model.pre_epoch_processing(0)
+    time_training_steps({name: (model, optimizer)}, first_batches(train_data, batches + 1))
+    trainer.evaluate(valid_data, load_best_model=False, show_progress=False)
+    model_peak = resident_mb("VmHWM")
+    return {"peak_rss_mb": max(overall, model_peak), "loaded_rss_mb": loaded, "model_peak_rss_mb": model_peak}
+
+
+def memory_in_fresh_process(name, args):
+    """:func:`measure_memory` of ``name`` in a child process with this run's arguments."""
+    command = [sys.executable, os.path.abspath(__file__), f"--memory_of={name}", f"--dataset={args.dataset}",
+               f"--data_path={args.data_path}", f"--batches={args.batches}"]
+    command += [f"--set={item}" for item in args.set] + ([f"--threads={args.threads}"] if args.threads else [])
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("MEMORY ")]
+    if done.returncode != 0 or not lines:
+        print(f"memory run of {name} failed (exit {done.returncode}): {done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(lines[-1][len("MEMORY "):])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--dataset", default="tiktok")
@@ -66,27 +147,33 @@ def main():
     parser.add_argument("--batches", type=int, default=6, help="timed training batches per model (after 1 warm-up)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="configuration override for every model (repeatable)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall-clock seconds, or CPU seconds of this process (robust to waiting for a core on a "
+                             "shared machine; with several threads it sums them)")
+    parser.add_argument("--memory", action="store_true",
+                        help="also each model's peak memory, from a fresh process per model")
+    parser.add_argument("--memory_of", help=argparse.SUPPRESS)  # internal: one model's memory run
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    set_clock(args.clock)
 
     from recbole_ssr.cli import parse_value
-    from recbole_ssr.quick_start import prepare
-    from recbole_ssr.utils import get_model, get_trainer
 
     overrides = {"data_path": args.data_path, "state": "ERROR"}
     overrides.update({k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)})
+    if args.memory_of:
+        print("MEMORY " + json.dumps(measure_memory(args.memory_of, args.dataset, overrides, args.batches)))
+        return
     names = [m for m in args.models.split(",") if m]
     models, hooks, evaluators = {}, {}, {}
     train = None
     for name in names:
-        config, _, (train_data, valid_data, _) = prepare(name, args.dataset, config_dict=dict(overrides))
+        model, optimizer, trainer, train_data, valid_data = build(name, args.dataset, overrides)
         train = train if train is not None else train_data
-        torch.manual_seed(0)
-        model = get_model(name)(config, train_data.dataset).to(config["device"])
-        model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
         hooks[name] = (time_call(lambda: model.pre_epoch_processing(0))
                        if hasattr(model, "pre_epoch_processing") else 0.0)
-        trainer = get_trainer(config["MODEL_TYPE"], name)(config, model)
         evaluators[name] = (trainer, valid_data)
         models[name] = (model, optimizer)
     first_step, step_times = time_training_steps(models, first_batches(train, args.batches + 1))
@@ -95,18 +182,35 @@ def main():
         eval_times[name] = time_call(lambda: trainer.evaluate(valid_data, load_best_model=False,
                                                              show_progress=False))
 
-    reference = statistics.median(step_times["LightGCN"]) if "LightGCN" in step_times else None
+    memory = {name: memory_in_fresh_process(name, args) for name in names} if args.memory else {}
+
+    def epoch_seconds(name):
+        return hooks[name] + first_step[name] + statistics.median(step_times[name]) * (len(train) - 1)
+
+    has_reference = "LightGCN" in step_times
+    reference = statistics.median(step_times["LightGCN"]) if has_reference else None
+    reference_epoch = epoch_seconds("LightGCN") + eval_times["LightGCN"] if has_reference else None
     print(f"{args.dataset}: {len(train)} training batches per epoch, torch threads {torch.get_num_threads()}, "
-          f"{args.batches} timed batches per model, interleaved")
-    print("| model | s / step (median) | × LightGCN | epoch hook s | first step s | est. train s / epoch "
-          "| full-sort eval s |")
-    print("|---|---|---|---|---|---|---|")
+          f"{args.batches} timed batches per model, interleaved, {args.clock} clock")
+    header = ("| model | s / step (median) | × LightGCN per step | epoch hook s | first step s | est. train s / epoch "
+              "| full-sort eval s | × LightGCN per epoch (train + eval) |")
+    columns = 8
+    if args.memory:
+        header += " peak RSS MB | model phase: peak RSS above loaded data MB |"
+        columns += 2
+    print(header + "\n" + "|---" * columns + "|")
     for name in names:
         median = statistics.median(step_times[name])
         ratio = f"{median / reference:.1f}" if reference else "-"
-        epoch = hooks[name] + first_step[name] + median * (len(train) - 1)
-        print(f"| {name} | {median:.3f} | {ratio} | {hooks[name]:.2f} | {first_step[name]:.2f} | {epoch:.1f} "
-              f"| {eval_times[name]:.2f} |")
+        epoch = epoch_seconds(name)
+        epoch_ratio = f"{(epoch + eval_times[name]) / reference_epoch:.1f}" if reference_epoch else "-"
+        row = (f"| {name} | {median:.3f} | {ratio} | {hooks[name]:.2f} | {first_step[name]:.2f} | {epoch:.1f} "
+               f"| {eval_times[name]:.2f} | {epoch_ratio} |")
+        if args.memory:
+            used = memory.get(name)
+            row += (f" {used['peak_rss_mb']:.0f} | {used['model_peak_rss_mb'] - used['loaded_rss_mb']:.0f} |" if used
+                    else " failed | - |")
+        print(row)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ RANGES = {
     "dropout": ("float", 0.0, 1.0),
     "dropout_prob": ("float", 0.0, 1.0),
     "tau": ("float", 0.0, None, "()"),
+    "temperature": ("float", 0.0, None, "()"),
+    "ssl_temp": ("float", 0.0, None, "()"),
 }
 #: keys whose default is a list but a single value is accepted (RecBole wraps it)
 SCALAR_OR_LIST = frozenset({"topk", "metrics", "use_modalities", "gpu_id"})

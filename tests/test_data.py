@@ -198,3 +198,62 @@ def test_conversion_is_cached_and_refreshed_when_the_source_changes(make_mmrec):
     config, dataset = load("VBPR", name, {"data_path": root})
     assert config["data_path"] != first
     assert "0" not in set(dataset.field2id_token["user_id"])
+
+
+def relabelled(make_mmrec, name, rules):
+    """A tiny MMRec dataset whose x_label is changed by ``rules(frame) -> frame``; returns (root, name, frame)."""
+    root, name, frame = make_mmrec(name=name)
+    frame = rules(frame.copy())
+    frame[["userID", "itemID", "x_label"]].to_csv(f"{root}/{name}/{name}.inter", sep="\t", index=False)
+    return root, name, frame
+
+
+def test_training_negatives_come_only_from_training_items(make_mmrec):
+    """``train_neg_items: train`` (MMRec's sampler) never draws an item that is absent from training; ``all`` does."""
+    def move_out_of_training(frame):  # items 0-5 occur only in valid / test
+        frame.loc[frame.itemID.isin(range(6)) & (frame.x_label == 0), "x_label"] = 2
+        return frame
+    root, name, frame = relabelled(make_mmrec, "negatives", move_out_of_training)
+    drawn = {}
+    for choice in ("all", "train"):
+        config, dataset = load("BPR", name, {"data_path": root, "train_neg_items": choice})
+        train, _, _ = data_preparation(config, dataset)
+        tokens = dataset.field2id_token[dataset.iid_field]
+        np.random.seed(0)
+        negatives = [batch[train.neg_item_id] for _ in range(20) for batch in train]  # 20 epochs of draws
+        drawn[choice] = {int(tokens[i]) for i in torch.cat(negatives).tolist()}
+        seen = {int(tokens[i]) for i in train.dataset.inter_feat[dataset.iid_field].tolist()}
+    unseen = set(frame.itemID) - set(frame[frame.x_label == 0].itemID)
+    assert unseen == set(range(6)) and not unseen & seen
+    assert drawn["train"] <= seen and drawn["train"] == seen  # every training item is drawn, and nothing else
+    assert drawn["all"] & unseen  # the uniform draw over all ids does reach them
+
+
+def test_eval_users_without_training_are_dropped_exactly(make_mmrec):
+    """``eval_users_without_train: drop`` (MMRec's split) removes exactly the valid/test users who have no training
+    interaction, with all their valid/test interactions; ``keep`` evaluates them."""
+    def no_training_for_users_1_and_2(frame):
+        frame.loc[frame.userID.isin([1, 2]) & (frame.x_label == 0), "x_label"] = 2
+        return frame
+    root, name, frame = relabelled(make_mmrec, "coldusers", no_training_for_users_1_and_2)
+    trained = set(frame[frame.x_label == 0].userID)
+    for choice in ("keep", "drop"):
+        config, dataset = load("BPR", name, {"data_path": root, "eval_users_without_train": choice})
+        _, valid, test = data_preparation(config, dataset)
+        tokens = dataset.field2id_token[dataset.uid_field]
+        for label, loader in ((1, valid), (2, test)):
+            rows = frame[frame.x_label == label]
+            if choice == "drop":
+                rows = rows[rows.userID.isin(trained)]
+            evaluated = {int(tokens[u]) for u in loader.uid_list.tolist()}
+            assert evaluated == set(rows.userID)
+            assert len(loader.dataset.inter_feat) == len(rows)
+            assert ({1, 2} <= evaluated) == (choice == "keep")
+
+
+@pytest.mark.parametrize("key, value", [("train_neg_items", "valid"), ("eval_users_without_train", "hide")])
+def test_protocol_switches_reject_unknown_values(make_mmrec, key, value):
+    root, name, _ = make_mmrec()
+    config, dataset = load("BPR", name, {"data_path": root, key: value})
+    with pytest.raises(ConfigError, match=f"{key} '{value}' is unknown"):
+        data_preparation(config, dataset)

@@ -322,6 +322,51 @@ def test_bands_at_rows_equal_the_rows_of_the_full_bands(method, chunk, order):
     assert torch.autograd.gradcheck(lambda v: dec.bands_at(v, rows), (x,), eps=1e-6, atol=1e-6)
 
 
+def plain_bank(adj, x, coefficients, rows=None):
+    """The filter bank written the obvious way, differentiated by autograd: T_k(-Â) x by the three-term recurrence
+    with ``torch.sparse.mm`` (COO, 64-bit indices, fresh tensors), band_m = Σ_k c_mk T_k x, last band the rest."""
+    coo = adj.to_sparse_coo().coalesce().to(x.dtype) if adj.layout != torch.sparse_coo else adj.to(x.dtype)
+    prev, cur = x, -torch.sparse.mm(coo, x)
+    terms = [prev, cur]
+    for _ in range(2, coefficients.shape[1]):
+        prev, cur = cur, -2.0 * torch.sparse.mm(coo, cur) - prev
+        terms.append(cur)
+    bands = [sum(float(c) * t for c, t in zip(row, terms) if c != 0.0) for row in coefficients]
+    bands = torch.stack(bands + [x - sum(bands)])
+    return bands if rows is None else bands[:, rows].transpose(0, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rows_only", [False, True])
+def test_fast_filter_equals_the_plain_recursion(dtype, rows_only):
+    """The filter SSR trains with (32-bit CSR indices, fused in-place recurrence in reused buffers, Clenshaw
+    backward that starts without a zero buffer and hands its last buffer to autograd) gives the values and the
+    gradient of the plain recursion, for the full bank and the row-restricted one, in float32 (SSR's dtype) and
+    float64; and a gradient handed to autograd is never overwritten by a later call."""
+    adj = bipartite_adj(70, 50, 4, seed=31, isolated=2)
+    generator = torch.Generator().manual_seed(32)
+    x = torch.randn(122, 6, generator=generator).to(dtype)
+    rows = torch.tensor([0, 2, 3, 40, 69, 70, 71, 100, 121])
+    dec = SpectralBandDecomposer(adj, 3, "chebyshev", cheb_order=12, refresh_every=0, track_edges=False)
+    assert dec.bands.adjacency("cpu", dtype).crow_indices().dtype == torch.int32
+    dec(x)  # fixes the edges: the map is linear in x from here on
+    coefficients = dec.coefficients
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-12, "rtol": 1e-10}
+    gradients = []
+    for call in range(2):
+        weights = torch.randn((len(rows), 3, 6) if rows_only else (3, 122, 6), generator=generator).to(dtype)
+        fast_x, plain_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        fast = dec.bands_at(fast_x, rows) if rows_only else dec(fast_x)
+        plain = plain_bank(adj, plain_x, coefficients, rows if rows_only else None)
+        torch.testing.assert_close(fast, plain, **tolerance)
+        (fast * weights).sum().backward()
+        (plain * weights).sum().backward()
+        torch.testing.assert_close(fast_x.grad, plain_x.grad, **tolerance)
+        gradients.append((fast_x.grad, fast_x.grad.clone()))
+    kept, snapshot = gradients[0]
+    assert torch.equal(kept, snapshot)  # the second call did not write into the first call's gradient
+
+
 def test_workspace_memory_is_bounded_by_the_largest_request():
     """Row counts change every training step: the scratch buffers grow to the largest count and are reused."""
     from recbole_ssr.model.spectral import Workspace
@@ -417,3 +462,34 @@ def test_zero_signal_single_band_and_isolated_nodes(method):
     lap = torch.eye(33) - adj.to_dense()
     for band in bands:
         assert (lap @ band - band).abs().max() < 1e-5
+
+
+def test_sparse_kernel_benchmark_variants_compute_the_same_product():
+    """benchmarks/sparse_kernel.py: its generated graph has the requested shape, and the variants it times
+    (column blocks, int32 indices, the fused recursion in reused buffers) give the plain product's numbers."""
+    import os
+    import sys
+
+    from conftest import REPO_ROOT
+
+    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+    import sparse_kernel
+
+    from recbole_ssr.model.graph import bipartite_adjacency
+
+    users, items, n_users, n_items = sparse_kernel.generated_edges(users=60, items=40, edges=300, seed=3)
+    assert (n_users, n_items) == (60, 40) and set(users.tolist()) == set(range(60)) and items.max() < 40
+    coo = bipartite_adjacency(users, items, n_users, n_items)
+    csr32 = sparse_kernel.csr_int32(coo.to_sparse_csr())
+    assert csr32.col_indices().dtype == torch.int32
+    x = torch.randn(100, 10, generator=torch.Generator().manual_seed(4))
+    plain = torch.sparse.mm(coo, x)
+    assert torch.equal(torch.addmm(torch.empty(100, 10), csr32, x, beta=0.0), plain)  # int32 indices: same bits
+    # column blocks: the same sums, but MKL picks its kernel by width, so rounding may differ (4 columns here)
+    torch.testing.assert_close(sparse_kernel.column_blocked(csr32, x, torch.empty(100, 10), 4), plain,
+                               atol=1e-6, rtol=1e-6)
+    rows = torch.tensor([1, 5, 60, 99])
+    buffers = [torch.empty(100, 10), torch.empty(100, 10), torch.empty(4, 10), torch.empty(4, 10)]
+    expected = sparse_kernel.chebyshev_plain(coo, x, 6, rows)
+    torch.testing.assert_close(sparse_kernel.chebyshev_fused(csr32, x, 6, rows, buffers, 3), expected,
+                               atol=1e-5, rtol=1e-5)

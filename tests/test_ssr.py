@@ -8,13 +8,14 @@ import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
 from conftest import QUICK
+from recbole_ssr.errors import ConfigError
 from recbole_ssr.model.ssr_layers import BandGate, BandOperator, band_contrastive_loss, mask_bands
 from recbole_ssr.quick_start import prepare, run
 from recbole_ssr.utils import get_model
 
 
-def build(make_mmrec, modalities=None, **overrides):
-    root, name, _ = make_mmrec(modalities=modalities)
+def build(make_mmrec, modalities=None, dataset="tiny", **overrides):
+    root, name, _ = make_mmrec(name=dataset, modalities=modalities)
     config, _, (train, valid, test) = prepare("SSR", name, config_dict=dict(QUICK, data_path=root, **overrides))
     torch.manual_seed(0)
     return get_model("SSR")(config, train.dataset), train
@@ -86,7 +87,9 @@ def test_gate_starts_near_one_and_rescales_to_the_band_sum_norm():
     assert torch.equal(gate(bands, node, node_logits=gate.node_logits(node))[2], gate(bands, node)[2])
 
 
-def test_infonce_positive_is_same_node_and_band():
+@pytest.mark.parametrize("self_negative", [False, True])
+def test_infonce_positive_is_same_node_and_band(self_negative):
+    """Dense hand-written InfoNCE; ``self_negative`` (the reference) keeps a_k·a_k among the negatives."""
     torch.manual_seed(0)
     a = torch.randn(3, 2, 4)  # 3 nodes, 2 bands, d = 4 per modality, two content modalities after 'id'
     b = torch.randn(3, 2, 4)
@@ -100,15 +103,18 @@ def test_infonce_positive_is_same_node_and_band():
         for k in range(6):
             positives = math.exp(float(x[k] @ y[k]) / tau)
             cross = sum(math.exp(float(x[k] @ y[j]) / tau) for j in range(6))
-            same = sum(math.exp(float(x[k] @ x[j]) / tau) for j in range(6) if j != k)
+            same = sum(math.exp(float(x[k] @ x[j]) / tau) for j in range(6) if self_negative or j != k)
             total += -math.log(positives / (cross + same))
         return total / 6
 
     expected = (one_way(za, zb) + one_way(zb, za)) / 2
-    assert band_contrastive_loss(bands, slices, tau).item() == pytest.approx(expected, rel=1e-5)
+    loss = band_contrastive_loss(bands, slices, tau, self_negative=self_negative)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
     aligned = torch.cat([torch.zeros(3, 2, 4), a, a], dim=-1)  # positives identical: lower loss
-    assert band_contrastive_loss(aligned, slices, tau) < band_contrastive_loss(bands, slices, tau)
-    assert band_contrastive_loss(bands, slices[:1], tau) == 0  # one content modality: no pair
+    assert band_contrastive_loss(aligned, slices, tau, self_negative) < loss
+    assert band_contrastive_loss(bands, slices[:1], tau, self_negative) == 0  # one content modality: no pair
+    if self_negative:  # the anchor itself adds exp(1/τ) to every denominator: the loss only grows
+        assert loss > band_contrastive_loss(bands, slices, tau)
 
 
 def batch(model, n=16):
@@ -161,8 +167,9 @@ def test_mask_and_contrastive_switches_remove_their_terms(make_mmrec, monkeypatc
 
 
 def test_contrastive_term_value(make_mmrec):
-    with_cl, _ = build(make_mmrec, mask_weight=0.0, cl_weight=1.0)
-    without, _ = build(make_mmrec, mask_weight=0.0, cl_weight=0.0)
+    ours = dict(cl_rows="distinct", cl_self_negative=False)  # the reference's forms: test_contrastive_rows_and_self_...
+    with_cl, _ = build(make_mmrec, mask_weight=0.0, cl_weight=1.0, **ours)
+    without, _ = build(make_mmrec, mask_weight=0.0, cl_weight=0.0, **ours)
     interaction = batch(with_cl)
     signal, _ = with_cl.graph_signal()
     bands = with_cl.decomposer(signal).transpose(0, 1)
@@ -172,6 +179,64 @@ def test_contrastive_term_value(make_mmrec):
     assert expected > 0
     difference = with_cl.calculate_loss(interaction).item() - without.calculate_loss(interaction).item()
     assert difference == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("cl_rows, self_negative", [("distinct", False), ("batch", False), ("batch", True)])
+def test_contrastive_rows_and_self_negative_switches(make_mmrec, cl_rows, self_negative):
+    """``cl_rows: batch`` (the reference) contrasts every batch row, repeated users / positive items included;
+    ``cl_self_negative`` is passed through to the InfoNCE."""
+    switches = dict(mask_weight=0.0, cl_rows=cl_rows, cl_self_negative=self_negative)
+    with_cl, _ = build(make_mmrec, cl_weight=1.0, **switches)
+    without, _ = build(make_mmrec, cl_weight=0.0, **switches)
+    interaction = batch(with_cl, n=24)
+    users, items, _ = with_cl.node_rows(interaction)
+    assert len(torch.unique(users)) < len(users) and len(torch.unique(items)) < len(items)  # repeats in the batch
+    signal, _ = with_cl.graph_signal()
+    bands = with_cl.decomposer(signal).transpose(0, 1)
+    rows = (lambda nodes: nodes) if cl_rows == "batch" else torch.unique
+    expected = sum(band_contrastive_loss(bands[rows(nodes)], with_cl.chunk_slices, with_cl.temperature,
+                                         self_negative=self_negative) for nodes in (users, items)).item()
+    distinct = sum(band_contrastive_loss(bands[torch.unique(nodes)], with_cl.chunk_slices, with_cl.temperature)
+                   for nodes in (users, items)).item()
+    assert (expected == pytest.approx(distinct, rel=1e-6)) == (cl_rows == "distinct" and not self_negative)
+    difference = with_cl.calculate_loss(interaction).item() - without.calculate_loss(interaction).item()
+    assert difference == pytest.approx(expected, rel=1e-4)
+
+
+def test_item_graph_weights_by_name_or_slot(make_mmrec):
+    """``mm_weights_by: slot`` (the reference) fills the reference's image and text slots with whatever two
+    modalities the dataset has (by name where one matches, else in order); ``name`` only uses the reference's
+    weights for modalities of exactly those names (else uniform)."""
+    def graph(modalities, dataset, **switches):
+        return build(make_mmrec, modalities=modalities, dataset=dataset, **switches)[0].item_graph.to_dense()
+
+    tiktok_like = {"audio": 6, "image": 5}  # modality order: audio, image (sorted names)
+    assert torch.allclose(graph(tiktok_like, "av", mm_weights_by="slot"),
+                          graph(tiktok_like, "av", mm_modality_weights=[0.9, 0.1]))  # image 0.1, audio the text slot
+    assert torch.allclose(graph(tiktok_like, "av", mm_weights_by="name"), graph(tiktok_like, "av", mm_modality_weights=[1, 1]))
+    assert not torch.allclose(graph(tiktok_like, "av", mm_weights_by="name"), graph(tiktok_like, "av", mm_weights_by="slot"))
+    unnamed = {"left": 6, "right": 5}  # no name matches: the slots in order
+    assert torch.allclose(graph(unnamed, "lr", mm_weights_by="slot"), graph(unnamed, "lr", mm_modality_weights=[0.1, 0.9]))
+    named = {"image": 6, "text": 5}  # both ways the reference's weights
+    assert torch.allclose(graph(named, "it", mm_weights_by="slot"), graph(named, "it", mm_modality_weights=[0.1, 0.9]))
+    assert torch.allclose(graph(named, "it", mm_weights_by="name"), graph(named, "it", mm_modality_weights=[0.1, 0.9]))
+    assert not torch.allclose(graph(named, "it", mm_weights_by="name"), graph(named, "it", mm_modality_weights=[1, 1]))
+    three = {"audio": 4, "image": 5, "text": 6}  # more modalities than slots: uniform either way
+    assert torch.allclose(graph(three, "three", mm_weights_by="slot"), graph(three, "three", mm_modality_weights=[1, 1, 1]))
+    with pytest.raises(ConfigError, match="mm_weights_by 'size' is unknown"):
+        build(make_mmrec, mm_weights_by="size")
+
+
+def test_preference_init_switch(make_mmrec):
+    """User preference tables: xavier-uniform (default) or xavier-normal (the reference), same variance."""
+    tables = {init: build(make_mmrec, preference_init=init)[0].user_preference for init in ("uniform", "normal")}
+    for init, preference in tables.items():
+        for weight in (table.weight.detach() for table in preference.values()):
+            std = math.sqrt(2.0 / sum(weight.shape))
+            bound = math.sqrt(3.0) * std  # xavier-uniform's limit
+            assert weight.std().item() == pytest.approx(std, rel=0.1)
+            beyond = (weight.abs() > bound).float().mean().item()
+            assert (beyond == 0) if init == "uniform" else (beyond > 0.03)  # N(0, σ²): 8 % beyond √3σ
 
 
 @pytest.mark.parametrize("modalities", [{}, {"image": 6}, {"image": 6, "text": 4, "audio": 5}])
@@ -272,8 +337,9 @@ def plain_ssr_loss(model, interaction):
     masked, masked_omega = all_rows(keep)
     loss = loss + model.reg_weight * masked_omega
     loss = loss + model.mask_weight * sum(F.mse_loss(m, f.detach()) for m, f in zip(masked, (hu, hp, hn))) / 3
-    contrast = sum(band_contrastive_loss(bands[torch.unique(n)], model.chunk_slices, model.temperature)
-                   for n in (users, pos))
+    rows = (lambda n: n) if model.cl_rows == "batch" else torch.unique
+    contrast = sum(band_contrastive_loss(bands[rows(n)], model.chunk_slices, model.temperature,
+                                         self_negative=model.cl_self_negative) for n in (users, pos))
     return loss + model.cl_weight * contrast
 
 

@@ -2,12 +2,16 @@
 
 * :class:`MultimodalRecommender` - every model: modality features, the training graph Â, kNN item graphs S_m and
   their mixture Σ_m α_m S_m, modality weights, one evaluation cache, inner-product scoring.
-* :class:`GraphRecommender` - the graph baselines (LATTICE, FREEDOM, BM3, MGCN, LGMRec, SMORE): adds the ID
-  embeddings E_u, E_i and LightGCN over them.
+* :class:`GraphRecommender` - the graph baselines (MMGCN, GRCN, LATTICE, SLMRec, FREEDOM, BM3, MGCN, LGMRec,
+  SMORE): adds the ID embeddings E_u, E_i and LightGCN over them.
 * :class:`MultiViewRecommender` - MGCN and SMORE: the user-item view plus purified item-item views over frozen
   cosine-weighted kNN graphs, and their shared loss.
+* :class:`UserGraphRecommender` - DualGNN and DRAGON: per-modality preference GCNs over Â, per-user modality
+  weights, the user co-occurrence graph resampled every epoch, and their shared loss.
+* :func:`check_negative_free` - the guard of the models trained without sampled negatives (BM3, SLMRec).
 """
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -21,10 +25,22 @@ from recbole.model.abstract_recommender import GeneralRecommender  # noqa: E402
 from recbole.utils import InputType  # noqa: E402
 
 from recbole_ssr.errors import ConfigError  # noqa: E402
-from recbole_ssr.model.graph import (GraphCache, bipartite_adjacency, bipartite_edges, knn_adjacency,  # noqa: E402
-                                     knn_neighbours, propagate, user_item_block)
+from recbole_ssr.model.graph import (GraphCache, bipartite_adjacency, bipartite_edges,  # noqa: E402
+                                     cooccurrence_neighbours, knn_adjacency, knn_neighbours, neighbour_graph,
+                                     propagate, sample_user_neighbours, sparse_to_csr, user_item_block)
 from recbole_ssr.model.layers import FeatureTables, per_modality  # noqa: E402
-from recbole_ssr.model.losses import bpr_loss, info_nce, l2_penalty  # noqa: E402
+from recbole_ssr.model.losses import batch_mean_square, bpr_loss, info_nce, l2_penalty  # noqa: E402
+
+
+def check_negative_free(config, model_name):
+    """A model trained on observed (user, item) pairs only (``input_type`` POINTWISE, its yaml sets
+    ``train_neg_sample_args: ~``) refuses a configuration that turns negative sampling back on: with POINTWISE input
+    the sampled negatives would arrive as extra rows that its loss would treat as positives."""
+    sampling = config["train_neg_sample_args"] or {}
+    if sampling.get("distribution", "none") != "none":
+        raise ConfigError(
+            f"{model_name} trains without negative items, but train_neg_sample_args is {sampling}. "
+            f"Set train_neg_sample_args: ~ (properties/model/{model_name}.yaml does) and do not override it.")
 
 
 class MultimodalRecommender(GeneralRecommender):
@@ -180,6 +196,16 @@ class GraphRecommender(MultimodalRecommender):
             if init is not None:
                 init(self.projections[name].weight)
 
+    def bpr_and_id_penalty(self, interaction):
+        """(BPR of the batch on ``forward()``'s embeddings, :func:`~recbole_ssr.model.losses.batch_mean_square` of
+        the batch's raw ID embeddings): the loss terms MMGCN and GRCN share."""
+        users, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        user_e, item_e = self.forward()
+        u = user_e[users]
+        ids = self.item_id_embedding.weight
+        return (bpr_loss((u * item_e[pos]).sum(-1), (u * item_e[neg]).sum(-1)),
+                batch_mean_square(self.user_embedding.weight[users], ids[pos], ids[neg]))
+
     def lightgcn(self, adjacency, n_layers):
         """LightGCN (He et al., SIGIR'20, eqs. 7-8) of [E_u; E_i] over ``adjacency``, mean of the layers 0..L,
         split into (users [U, d], items [I, d])."""
@@ -246,3 +272,105 @@ class MultiViewRecommender(GraphRecommender):
         cl = (info_nce(side_i[pos], content_i[pos], self.temperature)
               + info_nce(side_u[users], content_u[users], self.temperature))
         return loss + self.reg_weight * 0.5 * l2_penalty(u, i, j) + self.cl_weight * cl
+
+
+class UserGraphRecommender(MultimodalRecommender):
+    """DualGNN's design, shared with DRAGON (Wang et al., TMM'21; Zhou et al., ECAI'23; behaviour of the authors'
+    code as in MMRec):
+
+    * **modality GCN**, per modality m: item vectors x_m,i = W_2 LeakyReLU(W_1 f_m,i + b_1) + b_2 (``mlp_hidden_size``
+      then ``embedding_size``; the raw features stay frozen), user vectors = a learnable preference table P_m
+      (Xavier-normal); both L2-normalised row-wise, then ``n_layers`` weight-free hops over Â summed with the input,
+      E_m = Σ_{l=0..L} Â^l X (L = 2: X + ÂX + Â²X; :func:`~recbole_ssr.model.graph.propagate`, ``combine='sum'``).
+    * **per-user modality weights** w_u ∈ R^M, Xavier-normal then softmax over the modalities at initialisation,
+      trained freely afterwards (absent with one modality, as in the authors' code).
+    * **user co-occurrence graph**: each user's top-``user_knn_k`` co-users by shared training items
+      (:func:`~recbole_ssr.model.graph.cooccurrence_neighbours`, computed sparsely once), padded by sampling and
+      softmax-weighted (:func:`~recbole_ssr.model.graph.sample_user_neighbours`) afresh before every training
+      epoch (``pre_epoch_processing``, the trainer's per-epoch hook); the user vector adds its neighbours' weighted
+      sum, e_u <- e_u + Σ_v W_uv e_v. Evaluation uses the current lists, which are saved in the checkpoint (a
+      buffer): the best checkpoint is tested with the graph of its epoch, as the authors' per-epoch test does.
+    * **loss**: -mean log₂ σ(s⁺ - s⁻) (the authors' BPR uses log₂) + ``reg_weight`` · (Σ_m mean(P_m[batch users]²)
+      + mean(w²)).
+
+    Subclasses implement ``fuse(views)`` -> (users, items), ``views`` = ``{modality: (users [U, d], items [I, d])}``.
+    """
+
+    min_modalities = 1
+    config_ranges = {"user_knn_k": ("int", 1, None)}
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        dim, hidden = config["embedding_size"], config["mlp_hidden_size"]
+        self.n_layers, self.reg_weight = int(config["n_layers"]), float(config["reg_weight"])
+        self.register_buffer("norm_adj", sparse_to_csr(self.norm_adj_matrix()), persistent=False)
+        self.encoders = nn.ModuleDict({
+            name: nn.Sequential(nn.Linear(self.modality_feature(name).shape[1], hidden), nn.LeakyReLU(),
+                                nn.Linear(hidden, dim))
+            for name in self.modality_names})
+        self.preference = nn.ParameterDict({
+            name: nn.Parameter(nn.init.xavier_normal_(torch.empty(self.n_users, dim))) for name in self.modality_names})
+        self.user_weights = None
+        if len(self.modality_names) > 1:
+            initial = nn.init.xavier_normal_(torch.empty(self.n_users, len(self.modality_names)))
+            self.user_weights = nn.Parameter(torch.softmax(initial, dim=1))
+        indices, counts = cooccurrence_neighbours(self.interaction_matrix, config["user_knn_k"])
+        self.register_buffer("neighbour_indices", indices.to(self.device), persistent=False)
+        self.register_buffer("neighbour_counts", counts.to(self.device), persistent=False)
+        # the current epoch's neighbour lists: saved with the weights, so that the best checkpoint is evaluated with
+        # the user graph it was trained with
+        slots, weights = sample_user_neighbours(indices, counts)
+        self.register_buffer("user_neighbour_slots", slots.to(self.device))
+        self.register_buffer("user_neighbour_weights", weights.to(self.device))
+        self._user_graph = None
+
+    def pre_epoch_processing(self, epoch=None):
+        """Resample the user co-occurrence graph for the coming epoch."""
+        slots, weights = sample_user_neighbours(self.neighbour_indices, self.neighbour_counts)
+        self.user_neighbour_slots.copy_(slots)
+        self.user_neighbour_weights.copy_(weights)
+        self._user_graph = None
+
+    @property
+    def user_graph(self):
+        """W [U, U] (CSR) of the current neighbour lists."""
+        if self._user_graph is None:
+            self._user_graph = sparse_to_csr(neighbour_graph(self.user_neighbour_slots, self.user_neighbour_weights))
+        return self._user_graph
+
+    def load_state_dict(self, *args, **kwargs):
+        self._user_graph = None
+        return super().load_state_dict(*args, **kwargs)
+
+    def modality_views(self):
+        """``{modality: (users, items)}``: the modality GCN of every modality."""
+        views = OrderedDict()
+        for name in self.modality_names:
+            nodes = torch.cat([self.preference[name], self.encoders[name](self.modality_feature(name))], dim=0)
+            nodes = propagate(self.norm_adj, nn.functional.normalize(nodes, dim=1), self.n_layers, combine="sum")
+            views[name] = torch.split(nodes, [self.n_users, self.n_items], dim=0)
+        return views
+
+    def weighted_user_views(self, views):
+        """[w_u,m · e_u,m for every modality m] (the plain user views with one modality)."""
+        users = [view[0] for view in views.values()]
+        if self.user_weights is None:
+            return users
+        return [self.user_weights[:, m:m + 1] * user for m, user in enumerate(users)]
+
+    def fuse(self, views):
+        raise NotImplementedError
+
+    def forward(self):
+        users, items = self.fuse(self.modality_views())
+        return users + propagate(self.user_graph, users, 1), items
+
+    def calculate_loss(self, interaction):
+        users, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        user_e, item_e = self.forward()
+        u = user_e[users]
+        loss = bpr_loss((u * item_e[pos]).sum(-1), (u * item_e[neg]).sum(-1)) / math.log(2.0)
+        reg = sum(self.preference[name][users].pow(2).mean() for name in self.modality_names)
+        if self.user_weights is not None:
+            reg = reg + self.user_weights.pow(2).mean()
+        return loss + self.reg_weight * reg

@@ -21,16 +21,15 @@ No negative items and no target network (paper Sec. 3):
 Any number of modalities: the alignment and masked terms are summed over every modality of the dataset (the
 paper's image + text gives its four terms). Training uses no negatives: ``input_type`` is POINTWISE and the
 model yaml sets ``train_neg_sample_args: ~``, so RecBole's training loader yields only observed (user, item)
-pairs; the model refuses a configuration that turns negative sampling back on (with POINTWISE input the sampled
-negatives would arrive as extra rows that this loss would treat as positives).
+pairs; the model refuses a configuration that turns negative sampling back on
+(:func:`~recbole_ssr.model.abstract.check_negative_free`).
 """
 
 import torch.nn.functional as F
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_ssr.errors import ConfigError
-from recbole_ssr.model.abstract import GraphRecommender
+from recbole_ssr.model.abstract import GraphRecommender, check_negative_free
 from recbole_ssr.model.graph import sparse_to_csr
 
 
@@ -48,11 +47,7 @@ class BM3(GraphRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        sampling = config["train_neg_sample_args"] or {}
-        if sampling.get("distribution", "none") != "none":
-            raise ConfigError(
-                f"BM3 trains without negative items, but train_neg_sample_args is {sampling}. "
-                "Set train_neg_sample_args: ~ (properties/model/BM3.yaml does) and do not override it.")
+        check_negative_free(config, "BM3")
         dim = self.embedding_size
         self.n_layers = int(config["n_layers"])
         self.reg_weight = float(config["reg_weight"])

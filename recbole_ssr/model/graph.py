@@ -1,9 +1,10 @@
 """The graph toolkit every model uses: construction, normalisation, kNN item graphs, edge sampling, the disk cache
 and the one propagation operator.
 
-Graphs are users-first ``[U + I, U + I]`` (user-item) or ``[I, I]`` (item-item) torch sparse tensors, or edge lists
-``(rows, cols, values)`` when the values must carry gradients (LATTICE's learned graph). Nothing here forms a dense
-N x N matrix: kNN graphs are computed in row chunks (memory O(I·k + chunk·I), never I x I at once).
+Graphs are users-first ``[U + I, U + I]`` (user-item), ``[I, I]`` (item-item) or ``[U, U]`` (user-user) torch sparse
+tensors, or edge lists ``(rows, cols, values)`` when the values must carry gradients (LATTICE's learned graph, GRCN's
+refined graph). Nothing here forms a dense N x N matrix: kNN and co-occurrence graphs are computed in row chunks
+(memory O(N·k + chunk·N), never N x N at once).
 
 Construction and normalisation
     :func:`bipartite_edges`, :func:`bipartite_adjacency` (Â = D^-1/2 A D^-1/2, or D^-1 (A [+ I])),
@@ -15,6 +16,12 @@ kNN item graphs
     built by :meth:`recbole_ssr.model.abstract.MultimodalRecommender.knn_item_graph`.
 Edge sampling
     :func:`degree_edge_weights`, :func:`sample_edges`, :func:`degree_sensitive_pruning` (FREEDOM).
+User co-occurrence graph (DualGNN, DRAGON)
+    :func:`cooccurrence_neighbours` (top-k users by shared training items, R Rᵀ in row chunks),
+    :func:`sample_user_neighbours` (the per-epoch neighbour lists, padded by sampling, softmax-weighted),
+    :func:`neighbour_graph` (the sparse user-user matrix of such lists).
+Attention
+    :func:`edge_softmax` (softmax over each node's incoming edges; GRCN).
 Propagation
     :func:`propagate` (the weight-free graph convolution of LightGCN and every model here), on top of
     :func:`graph_product` and :func:`sparse_product`.
@@ -211,6 +218,79 @@ def degree_sensitive_pruning(users, items, n_users, n_items, dropout, weights=No
     return users[kept], items[kept]
 
 
+# -- user co-occurrence graph ----------------------------------------------------------------------------------------
+def cooccurrence_neighbours(interactions, k, chunk_rows=None):
+    """For every user, the ``k`` other users sharing the most training items: the top-k of row u of C = R Rᵀ
+    (C_uv = number of items both u and v interacted with; the diagonal is left out), R the binary ``[U, I]`` scipy
+    CSR training matrix. C is formed ``chunk_rows`` users at a time from the sparse R (memory O(chunk·U)).
+
+    Returns ``(indices [U, k] int64, counts [U, k] float32)``, each row sorted by count, highest first; a user with
+    fewer than k co-users has count 0 in the remaining slots (their indices are meaningless). Ties are broken
+    arbitrarily, as by the dense top-k of DualGNN's/DRAGON's preprocessing.
+    """
+    matrix = interactions.tocsr().astype(np.float32)
+    matrix.data[:] = 1.0
+    n = matrix.shape[0]
+    k = min(int(k), max(n - 1, 1))
+    transposed = matrix.T.tocsr()
+    chunk_rows = chunk_rows or max(1, (1 << 24) // max(n, 1))
+    indices = torch.zeros((n, k), dtype=torch.int64)
+    counts = torch.zeros((n, k), dtype=torch.float32)
+    for start in range(0, n, chunk_rows):
+        stop = min(start + chunk_rows, n)
+        block = torch.from_numpy((matrix[start:stop] @ transposed).toarray())
+        block[torch.arange(stop - start), torch.arange(start, stop)] = 0.0  # a user is not its own neighbour
+        values, columns = torch.topk(block, k, dim=1)
+        indices[start:stop], counts[start:stop] = columns, values
+    return indices, counts
+
+
+def sample_user_neighbours(indices, counts, generator=None):
+    """DualGNN's / DRAGON's neighbour lists for one epoch: ``(slots [U, k] int64, weights [U, k] float32)``.
+
+    Every user gets exactly k neighbour slots (``indices``/``counts`` from :func:`cooccurrence_neighbours`): its
+    co-users with a positive count, and - when it has fewer than k (but at least one) - the remaining slots filled
+    one after another with a uniformly drawn earlier slot (slot p copies one of the slots 0..p-1, so a neighbour can
+    fill several, as the authors' ``topk_sample``; drawn afresh for every call). The weights are
+    softmax(counts) over the k slots; users without co-users get weight 0 everywhere. Users with at least k
+    co-users keep their top-k in every epoch. :func:`neighbour_graph` turns the lists into a sparse matrix.
+    """
+    k = indices.shape[1]
+    valid = (counts > 0).sum(dim=1)
+    slots, slot_counts = indices.clone(), counts.clone()
+    for position in range(1, k):
+        short = ((valid > 0) & (valid <= position)).nonzero().squeeze(1)
+        if short.numel() == 0:
+            continue
+        draw = (torch.rand(short.numel(), generator=generator, device=indices.device) * position).long()
+        slots[short, position] = slots[short, draw]
+        slot_counts[short, position] = slot_counts[short, draw]
+    return slots, torch.softmax(slot_counts, dim=1) * (valid > 0).unsqueeze(1)
+
+
+def neighbour_graph(slots, weights):
+    """Sparse ``[U, U]`` matrix W of neighbour lists, W_uv = Σ of u's slot weights that hold v (so
+    h_u = Σ_v W_uv e_v = Σ_slots weight · e_slot), coalesced COO; zero weights are left out."""
+    n, k = slots.shape
+    rows = torch.arange(n, device=slots.device).repeat_interleave(k)
+    keep = weights.reshape(-1) > 0
+    graph = torch.sparse_coo_tensor(torch.stack([rows[keep], slots.reshape(-1)[keep]]), weights.reshape(-1)[keep],
+                                    (n, n))
+    return graph.coalesce()
+
+
+# -- attention -------------------------------------------------------------------------------------------------------
+def edge_softmax(scores, index, n):
+    """softmax of edge ``scores`` over the edges with the same ``index`` (e.g. the target node: each node's incoming
+    edges), α_e = exp(s_e) / Σ_{e': index_e' = index_e} exp(s_e'); computed with the per-group maximum subtracted.
+    Differentiable in ``scores``."""
+    maxima = torch.full((n,), float("-inf"), dtype=scores.dtype, device=scores.device)
+    maxima = maxima.scatter_reduce(0, index, scores.detach(), reduce="amax", include_self=True)
+    exp = (scores - maxima[index]).exp()
+    sums = torch.zeros(n, dtype=scores.dtype, device=scores.device).index_add(0, index, exp)
+    return exp / sums[index]
+
+
 # -- propagation -----------------------------------------------------------------------------------------------------
 def graph_product(adjacency, x, transpose=None):
     """A x for a graph A given as a sparse tensor (COO/CSR) or an edge list ``(rows, cols, values)`` (square,
@@ -256,8 +336,21 @@ def propagate(adjacency, x, n_layers, combine="last", transpose=None):
 
 
 def sparse_to_csr(adjacency):
-    """COO -> CSR (faster sparse x dense products on CPU; gradients flow to the dense operand)."""
-    return adjacency.to_sparse_csr() if adjacency.layout == torch.sparse_coo else adjacency
+    """COO -> CSR with 32-bit indices (:func:`int32_csr`): faster sparse x dense products on CPU, gradients flow to
+    the dense operand."""
+    return int32_csr(adjacency.to_sparse_csr() if adjacency.layout == torch.sparse_coo else adjacency)
+
+
+def int32_csr(matrix):
+    """The same CSR matrix with 32-bit index arrays, when its size allows (else unchanged). MKL's sparse BLAS, which
+    runs torch's CSR products on CPU, takes 32-bit indices: torch converts 64-bit ones before every product, 5-10%
+    of a product of Â at width 192 (benchmarks/sparse_kernel.md). Products give the same numbers."""
+    limit = torch.iinfo(torch.int32).max
+    if (matrix.layout != torch.sparse_csr or matrix.crow_indices().dtype == torch.int32
+            or matrix._nnz() >= limit or max(matrix.shape) >= limit):
+        return matrix
+    return torch.sparse_csr_tensor(matrix.crow_indices().to(torch.int32), matrix.col_indices().to(torch.int32),
+                                   matrix.values(), matrix.shape)
 
 
 class _FixedSparseProduct(torch.autograd.Function):
@@ -285,9 +378,9 @@ def sparse_product(matrix, x, transpose=None):
 
 
 def csr_transpose(matrix):
-    """Aᵀ of a sparse matrix, as CSR."""
+    """Aᵀ of a sparse matrix, as CSR (32-bit indices, :func:`int32_csr`)."""
     coo = matrix.to_sparse_coo() if matrix.layout != torch.sparse_coo else matrix
-    return coo.t().coalesce().to_sparse_csr()
+    return int32_csr(coo.t().coalesce().to_sparse_csr())
 
 
 # -- cache -----------------------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ Pipeline (docs/ssr.md, our notation):
   the full pass (``mask_consistency: representation | prediction``; ``mask_fill: zero | noise``).
 * (iii) G-HSNO band operator and band gating (separate modules for users and items), ``out_mode``
   ``aggr`` (score ⟨h_u, h_i⟩), ``spec`` (per-band embeddings) or ``mix`` (both).
-* (iv) band-wise cross-modal InfoNCE over every pair of content modalities.
+* (iv) band-wise cross-modal InfoNCE over every pair of content modalities; ``cl_self_negative`` and ``cl_rows``
+  choose between the reference's form (the anchor itself among its negatives, every batch row) and ours.
 * Opt-in extensions beyond the paper (docs/ssr.md, "Extensions"; off by default): ``band_scale`` multiplies each
   band before stage (iii), in training and evaluation (e.g. ``[1, 1, 0.5]`` attenuates the high band);
   ``eval_band_scale`` does the same at evaluation only (training unchanged; chosen on validation after training);
@@ -37,13 +38,16 @@ from torch import nn
 
 from recbole_ssr.errors import ConfigError
 from recbole_ssr.model.abstract import MultimodalRecommender
-from recbole_ssr.model.graph import csr_transpose, propagate
+from recbole_ssr.model.graph import csr_transpose, propagate, sparse_to_csr
 from recbole_ssr.model.losses import info_nce
 from recbole_ssr.model.spectral import SpectralBandDecomposer
 from recbole_ssr.model.ssr_layers import (BandGate, BandOperator, band_contrastive_loss, draw_band_keep,
                                           gate_and_rescale, mask_bands)
 
 OUT_MODES = ("aggr", "spec", "mix")
+CL_ROWS = ("distinct", "batch")
+WEIGHTS_BY = ("name", "slot")
+PREFERENCE_INITS = ("uniform", "normal")
 
 
 class SSR(MultimodalRecommender):
@@ -68,6 +72,8 @@ class SSR(MultimodalRecommender):
         self.mask_consistency, self.mask_fill = config["mask_consistency"], config["mask_fill"]
         self.cl_weight, self.temperature = float(config["cl_weight"]), float(config["tau"])
         self.cl_max_nodes = config["cl_max_nodes"]
+        self.cl_self_negative = bool(config["cl_self_negative"])
+        self.cl_rows = self.choice(config, "cl_rows", CL_ROWS)
         self.reg_weight = float(config["reg_weight"])
         self.use_operator, self.use_gate = bool(config["use_operator"]), bool(config["use_gate"])
         self.branches = ["id"] + self.modality_names
@@ -76,8 +82,11 @@ class SSR(MultimodalRecommender):
         # Backbone: preference tables P_m, item inputs X_m, per-user branch weights w_u.
         self.user_preference = nn.ModuleDict({m: nn.Embedding(self.n_users, self.dim) for m in self.branches})
         self.item_id_embedding = nn.Embedding(self.n_items, self.dim)
-        for table in list(self.user_preference.values()) + [self.item_id_embedding]:
-            nn.init.xavier_uniform_(table.weight)
+        preference_init = {"uniform": nn.init.xavier_uniform_, "normal": nn.init.xavier_normal_}[
+            self.choice(config, "preference_init", PREFERENCE_INITS)]
+        for table in self.user_preference.values():
+            preference_init(table.weight)
+        nn.init.xavier_uniform_(self.item_id_embedding.weight)
         self.raw_features = nn.ParameterDict({
             m: nn.Parameter(self.modality_feature(m).clone(), requires_grad=bool(config["finetune_features"]))
             for m in self.modality_names})
@@ -91,11 +100,11 @@ class SSR(MultimodalRecommender):
             nn.init.xavier_normal_(torch.empty(self.n_users, len(self.branches), 1)), dim=1).squeeze(-1))
 
         adjacency = self.norm_adj_matrix()
-        self.register_buffer("adjacency", adjacency.to_sparse_csr(), persistent=False)
+        self.register_buffer("adjacency", sparse_to_csr(adjacency), persistent=False)
         self.register_buffer("item_graph", None, persistent=False)  # buffers: moved by model.to(device)
         if self.modality_names:  # S_mm = Σ_m α_m S_m (α: mm_modality_weights)
-            weights = self.modality_weights(key="mm_modality_weights")
-            self.item_graph = self.mixed_item_graph(config["knn_k"], weights).to_sparse_csr()
+            weights = self.item_graph_weights(config)
+            self.item_graph = sparse_to_csr(self.mixed_item_graph(config["knn_k"], weights))
         self.register_buffer("item_graph_t", None, persistent=False)
         self.item_graph_t = csr_transpose(self.item_graph) if self.item_graph is not None else None  # kNN: directed
 
@@ -116,6 +125,27 @@ class SSR(MultimodalRecommender):
         # Diagnostics (recbole_ssr.analysis; never used in training): a band zeroed at inference, last gate weights.
         self.inference_drop_band = None
         self.gate_weights = {}
+
+    @staticmethod
+    def choice(config, key, allowed):
+        value = config[key]
+        if value not in allowed:
+            raise ConfigError(f"{key} '{value}' is unknown: use one of {', '.join(allowed)} (properties/model/SSR.yaml).")
+        return value
+
+    def item_graph_weights(self, config):
+        """α of S_mm: ``mm_modality_weights`` when set; else ``reference_modality_weights`` matched to the dataset's
+        modalities by ``mm_weights_by``: ``name`` (only when the names are exactly the reference's, else uniform)
+        or ``slot`` (the reference, whose image and text slots take whatever two modalities it is given: a modality
+        named like a slot takes that slot's weight, the others the remaining slots' weights in order; uniform when
+        the dataset has not as many modalities as there are slots)."""
+        reference = config["reference_modality_weights"]
+        if (self.choice(config, "mm_weights_by", WEIGHTS_BY) == "slot" and config["mm_modality_weights"] is None
+                and reference and len(reference) == len(self.modality_names)):
+            free = iter(w for name, w in reference.items() if name not in self.modality_names)
+            weights = [reference[m] if m in reference else next(free) for m in self.modality_names]
+            return self.modality_weights(weights, key="reference_modality_weights")
+        return self.modality_weights(key="mm_modality_weights")
 
     # -- backbone ------------------------------------------------------------------------------------------------
     def graph_signal(self):
@@ -199,8 +229,11 @@ class SSR(MultimodalRecommender):
             masked_rows = [(masked[0][index], masked[1][index]) for index in batch_rows]
             loss = loss + self.mask_weight * self.mask_consistency_loss(full, masked_rows)
         if self.cl_weight > 0 and len(self.chunk_slices) >= 2:
-            user_rows = torch.arange(num_users, device=rows.device)
-            loss = loss + self.cl_weight * self.contrastive_loss(bands, [user_rows, torch.unique(batch_rows[1])])
+            if self.cl_rows == "batch":  # every batch row, repeats included (the reference)
+                node_sets = [batch_rows[0], batch_rows[1]]
+            else:
+                node_sets = [torch.arange(num_users, device=rows.device), torch.unique(batch_rows[1])]
+            loss = loss + self.cl_weight * self.contrastive_loss(bands, node_sets)
         if self.align_weight > 0 and self.chunk_slices:
             user_rows = torch.arange(num_users, device=rows.device)
             loss = loss + self.align_weight * self.alignment_loss(node[rows], [user_rows, torch.unique(batch_rows[1])])
@@ -240,13 +273,14 @@ class SSR(MultimodalRecommender):
 
     def contrastive_loss(self, bands, node_sets):
         """(iv) on the pre-operator bands ``bands`` [R, M, D] of the batch's distinct nodes; ``node_sets`` are row
-        indices into them (the distinct users, the distinct positive items; users weight 1.0), each capped at
-        ``cl_max_nodes`` rows drawn at random."""
+        indices into them (users, positive items: the distinct ones, or every batch row with ``cl_rows: batch``;
+        users weight 1.0), each capped at ``cl_max_nodes`` rows drawn at random."""
         total = bands.new_zeros(())
         for index in node_sets:
             if self.cl_max_nodes and len(index) > self.cl_max_nodes:
                 index = index[torch.randperm(len(index), device=index.device)[: self.cl_max_nodes]]
-            total = total + band_contrastive_loss(bands[index], self.chunk_slices, self.temperature)
+            total = total + band_contrastive_loss(bands[index], self.chunk_slices, self.temperature,
+                                                  self_negative=self.cl_self_negative)
         return total
 
     def alignment_loss(self, node, node_sets):

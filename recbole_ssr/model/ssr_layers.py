@@ -131,13 +131,15 @@ def gate_and_rescale(bands, weights, eps=1e-6):
     return q * ratio, weighted.flatten(1) * ratio
 
 
-def band_contrastive_loss(bands, chunk_slices, temperature):
+def band_contrastive_loss(bands, chunk_slices, temperature, self_negative=False):
     """Stage (iv): band-wise cross-modal InfoNCE over every pair of content modalities.
 
     For modalities (a, b): anchors are the L2-normalised a-chunks of every (node, band) row; the positive of
     (n, m, a) is (n, m, b) - same node, same band, other modality; the negatives are every other (node, band)
     chunk of both modalities. Symmetric (a→b and b→a), averaged over pairs. ``bands`` is ``[B, M, D]``;
     ``chunk_slices`` the column slices of the content modalities. Fewer than two content modalities: 0.
+    ``self_negative``: the anchor's own a-chunk also stays among its negatives (the authors' reference: a
+    constant exp(1/τ) in every denominator); False (ours) leaves it out.
     """
     if len(chunk_slices) < 2:
         return bands.new_zeros(())
@@ -146,16 +148,18 @@ def band_contrastive_loss(bands, chunk_slices, temperature):
     total, pairs = bands.new_zeros(()), 0
     for i in range(len(chunks)):
         for j in range(i + 1, len(chunks)):
-            total = total + _two_view_nce(chunks[i], chunks[j], temperature)
-            total = total + _two_view_nce(chunks[j], chunks[i], temperature)
+            total = total + _two_view_nce(chunks[i], chunks[j], temperature, self_negative)
+            total = total + _two_view_nce(chunks[j], chunks[i], temperature, self_negative)
             pairs += 2
     return total / pairs
 
 
-def _two_view_nce(anchors, others, temperature):
-    """-log exp(a_k·b_k/τ) / (Σ_j exp(a_k·b_j/τ) + Σ_{j≠k} exp(a_k·a_j/τ))."""
+def _two_view_nce(anchors, others, temperature, self_negative=False):
+    """-log exp(a_k·b_k/τ) / (Σ_j exp(a_k·b_j/τ) + Σ_{j≠k} exp(a_k·a_j/τ)); with ``self_negative`` the second sum
+    runs over every j, the anchor itself (a_k·a_k = 1) included."""
     cross = anchors @ others.T / temperature
     same = anchors @ anchors.T / temperature
-    same = same.masked_fill(torch.eye(len(anchors), dtype=torch.bool, device=anchors.device), float("-inf"))
+    if not self_negative:
+        same = same.masked_fill(torch.eye(len(anchors), dtype=torch.bool, device=anchors.device), float("-inf"))
     logits = torch.cat([cross, same], dim=1)
     return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))

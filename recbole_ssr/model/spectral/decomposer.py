@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recbole_ssr.model.graph import int32_csr
 from recbole_ssr.model.spectral.chebyshev import ChebyshevBands
 from recbole_ssr.model.spectral.eigen import EigenBands
 from recbole_ssr.model.spectral.reference import ReferenceBands
@@ -12,13 +13,14 @@ BAND_METHODS = ("auto", "eigen", "chebyshev", "reference")
 
 
 def _to_sparse(adj):
+    """``adj`` as a torch CSR tensor with 32-bit indices (the fast layout for the filter's products)."""
     if isinstance(adj, torch.Tensor):
         if adj.layout == torch.sparse_csr:
-            return adj
+            return int32_csr(adj)
         if adj.layout == torch.sparse_coo:
-            return adj.coalesce().to_sparse_csr()
+            return int32_csr(adj.coalesce().to_sparse_csr())
         if adj.layout == torch.strided:
-            return adj.to_sparse_csr()
+            return int32_csr(adj.to_sparse_csr())
         raise TypeError(f"unsupported sparse layout {adj.layout}: pass COO or CSR")
     try:  # scipy.sparse
         coo = adj.tocoo()
@@ -26,7 +28,7 @@ def _to_sparse(adj):
         raise TypeError(f"adj must be a torch tensor (sparse COO/CSR) or scipy.sparse matrix, got {type(adj)}") from exc
     indices = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.int64)
     values = torch.as_tensor(coo.data, dtype=torch.float32)
-    return torch.sparse_coo_tensor(indices, values, coo.shape).coalesce().to_sparse_csr()
+    return int32_csr(torch.sparse_coo_tensor(indices, values, coo.shape).coalesce().to_sparse_csr())
 
 
 class SpectralBandDecomposer(nn.Module):

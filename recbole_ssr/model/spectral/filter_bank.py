@@ -22,12 +22,17 @@ _ALIAS_OK = {}
 def _alias_ok(adj):
     """Whether ``torch.addmm(y, adj, x, out=y)`` (in-place recurrence step) is exact on this layout/device.
 
-    Checked once per (layout, device type) on a 3-node example; otherwise a fresh buffer is used per step.
+    Checked once per (layout, device type, index dtype) on a 3-node example; otherwise a fresh buffer is used per
+    step.
     """
-    key = (adj.layout, adj.device.type)
+    index_dtype = adj.crow_indices().dtype if adj.layout == torch.sparse_csr else None
+    key = (adj.layout, adj.device.type, index_dtype)
     if key not in _ALIAS_OK:
         dense = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 2.0], [0.0, 2.0, 0.0]], device=adj.device)
         small = dense.to_sparse_csr() if adj.layout == torch.sparse_csr else dense.to_sparse()
+        if index_dtype is not None:
+            small = torch.sparse_csr_tensor(small.crow_indices().to(index_dtype), small.col_indices().to(index_dtype),
+                                            small.values(), small.shape)
         x = torch.arange(6.0, device=adj.device).reshape(3, 2)
         y = torch.ones(3, 2, device=adj.device)
         expected = -y - 2.0 * (dense @ x)
@@ -98,6 +103,13 @@ class Workspace:
             buffer = torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
             self._buffers[key] = buffer
         return buffer[: shape[0]]
+
+    def release(self, tensor):
+        """Forget the buffer that ``tensor`` is (a view of), so that the caller may keep it: the next request for it
+        allocates a new one."""
+        for key, buffer in list(self._buffers.items()):
+            if buffer.data_ptr() == tensor.data_ptr():
+                del self._buffers[key]
 
 
 def _chebyshev_terms(adj, x0, order, moments=None, workspace=None):
@@ -172,14 +184,29 @@ def _apply_bank(adj, x, coeffs, out, col_chunk, moments=None, rows=None, workspa
     return out
 
 
-def _clenshaw(adj, b1, b2, order, add_y):
-    """b_k = y_k + 2 L̃ b_{k+1} - b_{k+2} for k = K-1..1, from b1 = b_K, b2 = b_{K+1}; ``add_y(buffer, k)`` adds
-    y_k. Returns (b_1, b_2), so that Σ_{k>=1} T_k(L̃) y_k = L̃ b_1 - b_2."""
+def _clenshaw(adj, b1, spare, order, add_y):
+    """b_k = y_k + 2 L̃ b_{k+1} - b_{k+2} for k = K-1..1, from b1 = b_K and b_{K+1} = 0, in the memory of ``b1`` and
+    ``spare`` (whose content is ignored: the first step is a plain product, so b_{K+1} = 0 is never written);
+    ``add_y(buffer, k)`` adds y_k. Returns (b_1, b_2), so that Σ_{k>=1} T_k(L̃) y_k = L̃ b_1 - b_2; b_2 is None
+    (zero) when K = 1."""
+    b2 = None
     for k in range(order - 1, 0, -1):
-        b2 = _recur(adj, b1, b2)
+        if b2 is None:  # b_{K-1} = y_{K-1} + 2 L̃ b_K - 0
+            b2 = torch.addmm(spare, adj, b1, beta=0.0, alpha=-2.0, out=spare)
+        else:
+            b2 = _recur(adj, b1, b2)
         add_y(b2, k)
         b1, b2 = b2, b1
     return b1, b2
+
+
+def _clenshaw_end(adj, b1, b2, out):
+    """L̃ b_1 - b_2 (b_2 None: zero) written into ``out`` (which may be b_2's memory)."""
+    if b2 is None:
+        return torch.addmm(out, adj, b1, beta=0.0, alpha=-1.0, out=out)
+    if out is b2:
+        return _recur(adj, b1, b2, alpha=-1.0)
+    return torch.addmm(b2, adj, b1, beta=-1.0, alpha=-1.0, out=out)
 
 
 def _apply_bank_adjoint(adj, grad, coeffs, col_chunk):
@@ -205,9 +232,10 @@ def _apply_bank_adjoint(adj, grad, coeffs, col_chunk):
         if order >= 1:
             b1 = torch.zeros_like(g_last, memory_format=torch.contiguous_format)
             add_y(b1, order, g, g_last)  # b_K = y_K
-            b2 = torch.zeros_like(b1)  # b_{K+1}
-            b1, b2 = _clenshaw(adj, b1, b2, order, lambda buf, k: add_y(buf, k, g, g_last))
-            res.add_(_first(adj, b1)).sub_(b2)  # + L̃ b_1 - b_2
+            b1, b2 = _clenshaw(adj, b1, torch.empty_like(b1), order, lambda buf, k: add_y(buf, k, g, g_last))
+            res.add_(_first(adj, b1))  # + L̃ b_1 - b_2
+            if b2 is not None:
+                res.sub_(b2)
     return result
 
 
@@ -226,7 +254,7 @@ def _apply_bank_rows_adjoint(adj, grad, coeffs, rows, num_nodes, col_chunk, work
         y = workspace.get("y_rows", g_last.shape, g_last)
 
         def y_at(k):  # y_k on the rows
-            y.copy_(g_last).mul_(-totals[k])
+            torch.mul(g_last, -totals[k], out=y)
             for m in range(n_filt):
                 if coeffs[m, k] != 0.0:
                     y.add_(g[m], alpha=coeffs[m, k])
@@ -234,11 +262,13 @@ def _apply_bank_rows_adjoint(adj, grad, coeffs, rows, num_nodes, col_chunk, work
 
         shape = (num_nodes, cols.stop - cols.start)
         if order >= 1:
-            b1, b2 = workspace.get("b_a", shape, grad), workspace.get("b_b", shape, grad)
+            b1, spare = workspace.get("b_a", shape, grad), workspace.get("b_b", shape, grad)
             b1.zero_().index_add_(0, rows, y_at(order))  # b_K = y_K
-            b2.zero_()  # b_{K+1}
-            b1, b2 = _clenshaw(adj, b1, b2, order, lambda buf, k: buf.index_add_(0, rows, y_at(k)))
-            part = torch.sparse.addmm(b2, adj, b1, beta=-1.0, alpha=-1.0)  # L̃ b_1 - b_2
+            b1, b2 = _clenshaw(adj, b1, spare, order, lambda buf, k: buf.index_add_(0, rows, y_at(k)))
+            # L̃ b_1 - b_2, written over b_2 (or the spare buffer), which the workspace then hands over: the
+            # gradient is returned to autograd, so the next call gets a fresh buffer instead of a copy here
+            part = _clenshaw_end(adj, b1, b2, spare if b2 is None else b2)
+            workspace.release(part)
         else:
             part = torch.zeros(shape, dtype=grad.dtype, device=grad.device)
         part.index_add_(0, rows, y_at(0).add_(g_last))  # + y_0 + g_last
