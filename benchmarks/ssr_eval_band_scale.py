@@ -13,9 +13,13 @@ chosen unless a candidate beats it. The test set plays no part in the choice; it
 
 Candidates: ``--high`` multipliers for the highest band (the other bands at 1), or ``--candidates`` as a JSON list of
 lists, e.g. ``'[[1, 1, 0.5], [1, 0.5, 0.5]]'``.
+
+A results JSON that is not a run's, a file that is not a checkpoint of this package, and a checkpoint trained on
+another version of the dataset (its recorded training-data fingerprint, or its weights' shapes, differ from the
+dataset's files now) are each one ``error:`` line. ``--results`` follows the runner's rule: a ``.json`` name, and an
+existing file is replaced only when it is this tool's own output (``--overwrite`` otherwise).
 """
 
-import argparse
 import json
 import os
 import sys
@@ -23,9 +27,11 @@ import sys
 import torch
 
 import recbole_ssr  # noqa: F401  (the RecBole compatibility fixes, before RecBole is used)
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.errors import ConfigError, RecboleSSRError, one_line_parser
 from recbole_ssr.report import markdown_table, mean_std, plain
-from recbole_ssr.safe_io import check_writable_file, write_json
+from recbole_ssr.safe_io import check_may_replace, check_results_name, check_writable_file, stamped, write_json
+
+KIND = "eval_band_scale"
 
 TEST_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 
@@ -36,38 +42,66 @@ def checkpoint_path(run):
         raise ConfigError(f"{run}: no such file (expected a run's --results JSON or a saved SSR checkpoint .pth).")
     if not run.endswith(".json"):
         return run
-    with open(run) as handle:
-        path = json.load(handle).get("checkpoint")
+    try:
+        with open(run, encoding="utf-8") as handle:
+            payload = json.load(handle)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{run}: not a complete JSON file ({exc}); the file is truncated or not a run's --results "
+                          "JSON. Pass the run's results JSON or its checkpoint .pth.") from None
+    if not isinstance(payload, dict) or "checkpoint" not in payload:
+        raise ConfigError(f"{run}: not the --results JSON of one run (it has no 'checkpoint' entry); pass the results "
+                          "JSON of a single SSR run or its checkpoint .pth.")
+    path = payload["checkpoint"]
     if not path or not os.path.isfile(path):
         raise ConfigError(f"{run}: its 'checkpoint' entry ({path!r}) is not a file: the run was made without saving "
                           "(saved=False) or its checkpoint was moved; pass the .pth file instead.")
     return path
 
 
-def load_trained(path):
+def read_checkpoint(path):
+    """The checkpoint at ``path`` (a clear error for a file that is not an SSR checkpoint of this package)."""
+    from recbole_ssr.trainer import load_own_checkpoint
+
+    try:
+        checkpoint = load_own_checkpoint(path, "cpu")
+        model_name = checkpoint["config"]["model"]
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same explanation
+        raise ConfigError(f"{path}: not a checkpoint written by a recbole-ssr run ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}).") from None
+    if model_name != "SSR":
+        raise ConfigError(f"{path}: a {model_name} checkpoint; eval_band_scale is an SSR setting.")
+    return checkpoint
+
+
+def load_trained(path, checkpoint=None):
     """(config, model with the checkpoint's weights, trainer, valid loader, test loader)."""
     from recbole.utils import init_logger, init_seed
 
     from recbole_ssr.data.dataloader import data_preparation  # the package's protocol (not RecBole's own)
-    from recbole_ssr.trainer import load_own_checkpoint
+    from recbole_ssr.trainer import training_data_fingerprint
     from recbole_ssr.utils import create_dataset, get_model, get_trainer
 
-    try:
-        config = load_own_checkpoint(path, "cpu")["config"]
-        model_name = config["model"]
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same explanation
-        raise ConfigError(f"{path}: not a checkpoint written by a recbole-ssr run ({type(exc).__name__}: {exc}).")
-    if model_name != "SSR":
-        raise ConfigError(f"{path}: a {model_name} checkpoint; eval_band_scale is an SSR setting.")
+    checkpoint = checkpoint or read_checkpoint(path)
+    config = checkpoint["config"]
     if not torch.cuda.is_available():
         config["device"] = torch.device("cpu")
     config["show_progress"] = False
     init_logger(config)
     init_seed(config["seed"], config["reproducibility"])
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    another = (f"{path}: trained on another version of dataset '{config['dataset']}' than the one now in "
+               f"{config['dataset_dir']}")
+    recorded = checkpoint.get("data_fingerprint")
+    if recorded is not None and recorded != training_data_fingerprint(train_data.dataset):
+        raise ConfigError(f"{another} (its training interactions differ). Evaluate it on the data it was trained on, "
+                          "or train again.")
     model = get_model("SSR")(config, train_data.dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], "SSR")(config, model)
-    trainer.load_weights(path)
+    try:
+        trainer.load_weights(path)
+    except RuntimeError as exc:  # weights of another shape: other numbers of users or items
+        raise ConfigError(f"{another}: its weights do not fit ({str(exc).splitlines()[-1].strip()}). Evaluate it on "
+                          "the data it was trained on, or train again.") from None
     return config, model, trainer, valid_data, test_data
 
 
@@ -95,8 +129,8 @@ def candidate_lists(args, num_bands):
     return unique
 
 
-def evaluate_run(path, args):
-    config, model, trainer, valid_data, test_data = load_trained(path)
+def evaluate_run(path, args, checkpoint=None):
+    config, model, trainer, valid_data, test_data = load_trained(path, checkpoint)
     metric = config["valid_metric"].lower()
     rows = []
     for scale in candidate_lists(args, model.num_bands):
@@ -140,24 +174,34 @@ def table(runs, summary, chosen):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = one_line_parser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="results JSONs of SSR runs, or SSR checkpoint files")
     parser.add_argument("--high", default="1,0.75,0.5,0.25,0", help="multipliers of the highest band to try")
     parser.add_argument("--candidates", help="JSON list of multiplier lists (replaces --high)")
     parser.add_argument("--results", help="write every evaluation and the choice as JSON here")
-    args = parser.parse_args(argv)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow --results to replace a file that is not this tool's own earlier output")
     try:
+        args = parser.parse_args(argv)
+        paths = [checkpoint_path(run) for run in args.runs]
+        checkpoints = [read_checkpoint(path) for path in paths]
+        dataset = checkpoints[0]["config"]["dataset"]
         if args.results:
+            check_results_name(args.results)
             check_writable_file(args.results, "--results")
-        runs = [evaluate_run(checkpoint_path(run), args) for run in args.runs]
+            check_may_replace(args.results, KIND, ["SSR"], dataset, overwrite=args.overwrite,
+                              inputs={run: "an input of this tool" for run in args.runs})
+        runs = [evaluate_run(path, args, checkpoint) for path, checkpoint in zip(paths, checkpoints)]
+        del checkpoints
         chosen, summary = choose(runs)
-    except ConfigError as exc:
+    except RecboleSSRError as exc:
         sys.exit(f"error: {exc}")
     print(f"\n{len(runs)} run(s), mean ± std over them; chosen by valid {runs[0]['valid_metric']}: "
           f"eval_band_scale {chosen}\n")
     print(table(runs, summary, chosen))
     if args.results:
-        write_json(args.results, {"chosen": chosen, "summary": summary, "runs": runs})
+        write_json(args.results, stamped({"chosen": chosen, "summary": summary, "runs": runs}, KIND, ["SSR"],
+                                         runs[0]["dataset"]))
     return chosen
 
 

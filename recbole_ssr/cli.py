@@ -1,12 +1,11 @@
 """Command line of ``run_recbole_ssr.py``: one run, several models side by side, or a hyper-parameter search."""
 
-import argparse
 import ast
 import errno
 import os
 import sys
 
-from recbole_ssr.errors import ConfigError, RecboleSSRError
+from recbole_ssr.errors import ConfigError, RecboleSSRError, one_line_parser
 from recbole_ssr.spec import ExperimentSpec
 
 DEFAULT_DATASET = "ml-100k"
@@ -50,7 +49,7 @@ def parse_value(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = one_line_parser(
         prog=("recbole-ssr" if os.path.basename(sys.argv[0] or "").startswith("recbole-ssr")
               else "run_recbole_ssr.py"),
         allow_abbrev=False,  # --seed=1 is a config key, not an abbreviation of --seeds
@@ -62,7 +61,12 @@ def build_parser():
     parser.add_argument("--dataset", "-d", default=None, help=f"dataset name (default: {DEFAULT_DATASET}, embedded)")
     parser.add_argument("--config_files", default=None,
                         help="extra yaml config files (comma- or space-separated), applied after properties/")
-    parser.add_argument("--results", default=None, help="write the results as JSON to this path")
+    parser.add_argument("--results", default=None,
+                        help="write the results as JSON to this path (a name ending in .json; side-by-side and tuned "
+                             "runs also write <name>.csv and <name>.runs.jsonl beside it)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow --results to replace a file that is not this command's own earlier output (a "
+                             "file recbole-ssr did not write, or results of another kind, model or dataset)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="run every model with this many seeds (seed, seed+1, ...) and aggregate mean ± std")
     parser.add_argument("--tune", default=None,
@@ -123,8 +127,76 @@ def parse_args(argv):
         overrides[key] = parse_value(value)
     if args.config_files:
         files = [f for f in args.config_files.replace(",", " ").split() if f]
+        for path in files:
+            if os.path.isdir(path):
+                raise ConfigError(f"config file '{path}' (from --config_files) is a folder, but a yaml file is "
+                                  "expected; name the file inside it.")
         args.config_files = [os.path.abspath(f) for f in files]
-    return ExperimentSpec.from_namespace(args), overrides
+    spec = ExperimentSpec.from_namespace(args)
+    check_options(spec)
+    return spec, overrides
+
+
+def check_options(spec):
+    """The runner's own options, before anything is loaded: names not empty, no model twice, counts and ASHA
+    settings within range (the search settings' own rules, :func:`recbole_ssr.search_space.setting_error`)."""
+    from recbole_ssr.search_space import setting_error
+
+    for option in ("model", "dataset"):
+        value = getattr(spec, option)
+        if value is not None and not value.strip():
+            example = "SSR" if option == "model" else DEFAULT_DATASET
+            raise ConfigError(f"--{option} is empty: give a name (e.g. --{option}={example}), or leave --{option} out "
+                              "for the default.")
+    if spec.model is not None:
+        names = [m.strip() for m in spec.model.split(",")]
+        if not all(names):
+            raise ConfigError(f"--model={spec.model} has an empty name between commas; write e.g. --model=SSR,BPR.")
+        twice = sorted({m for m in names if names.count(m) > 1})
+        if twice:
+            raise ConfigError(f"--model={spec.model} names {', '.join(twice)} more than once; name each model once "
+                              "(--seeds=N runs every model with N seeds).")
+    if spec.seeds < 1:
+        raise ConfigError(f"--seeds={spec.seeds}: expected a whole number >= 1 (the number of seeds every model runs "
+                          "with).")
+    for key in ("num_samples", "grace_period", "reduction_factor", "cpus_per_trial", "gpus_per_trial"):
+        error = setting_error(key, getattr(spec, key), f"--{key}={getattr(spec, key)}")
+        if error is not None:
+            raise error
+    if spec.results is not None:
+        from recbole_ssr.safe_io import check_results_name
+
+        check_results_name(spec.results)
+
+
+def results_kind(spec, models):
+    """What a command writes to ``--results``: the kind of output of the provenance marker."""
+    if spec.tune:
+        return "tuned benchmark" if spec.tune == "auto" or len(models) > 1 or spec.seeds > 1 else "search"
+    if spec.analysis:
+        return f"{spec.analysis} analysis"
+    return "side-by-side" if len(models) > 1 or spec.seeds > 1 else "run"
+
+
+def check_results_target(spec, models, dataset):
+    """``--results`` can be written, and replacing it is allowed (:func:`recbole_ssr.safe_io.check_may_replace`):
+    checked before anything is trained."""
+    from recbole_ssr.safe_io import check_may_replace, check_writable_file
+
+    check_writable_file(spec.results, "--results")
+    inputs = {path: "a config file (--config_files)" for path in spec.config_files or []}
+    inputs.update({path: "a results file it reads (--analysis_from)" for path in spec.analysis_from or []})
+    if spec.tune and spec.tune != "auto":
+        inputs[spec.tune] = "the search space (--tune)"
+    kind = results_kind(spec, models)
+    check_may_replace(spec.results, kind, models, dataset, overwrite=spec.overwrite, inputs=inputs)
+    if kind in ("side-by-side", "tuned benchmark"):
+        from recbole_ssr.safe_io import check_appendable_log, check_may_replace_table
+
+        stem = spec.results[:-len(".json")]
+        check_may_replace_table(f"{stem}.csv", "model,runs_ok,runs_failed", "--results table", spec.overwrite)
+        if kind == "side-by-side":
+            check_appendable_log(f"{stem}.runs.jsonl", "the runs log")
 
 
 #: errors of the machine rather than of the code (a full disk, a read-only or missing folder): one line, no traceback
@@ -146,10 +218,6 @@ def main(argv=None):
             from recbole_ssr.paths import resolve_shipped
 
             spec.tune = resolve_shipped(spec.tune)  # the documented properties/search/<Model>.yaml, from anywhere
-        if spec.results:
-            from recbole_ssr.safe_io import check_writable_file
-
-            check_writable_file(spec.results, "--results")
         if "show_progress" not in overrides and sys.stdout.isatty():
             overrides["show_progress"] = True
         if spec.analysis_from:
@@ -160,10 +228,16 @@ def main(argv=None):
 
             spec.analysis_from = [f for f in spec.analysis_from.replace(",", " ").split() if f]
             found = load_runs(spec.analysis_from)
+            if not any(r.get("status") == "ok" for r in found):
+                raise ConfigError(f"--analysis_from: {', '.join(spec.analysis_from)} hold no finished run "
+                                  f"({len(found)} run(s), none with status ok); pass the results of finished runs, or "
+                                  "leave --analysis_from out to train them.")
             spec.model = spec.model or ",".join(dict.fromkeys(r["model"] for r in found))
             spec.dataset = spec.dataset or found[0].get("dataset")
-        models = [m for m in (spec.model or default_model()).split(",") if m]
+        models = [m.strip() for m in (spec.model or default_model()).split(",") if m.strip()]
         dataset = spec.dataset or DEFAULT_DATASET
+        if spec.results:
+            check_results_target(spec, models, dataset)
         # the library modules below import torch and RecBole: imported here so that --help stays fast
         if spec.tune and (spec.tune == "auto" or len(models) > 1 or spec.seeds > 1):
             from recbole_ssr.tuned_benchmark import run_tuned_benchmark
@@ -187,13 +261,15 @@ def main(argv=None):
             if spec.address:  # every (model, seed) run a Ray task on the cluster
                 with ray_session(spec.address):
                     run_side_by_side(models, dataset, spec.seeds, spec.config_files, overrides, spec.results,
-                                     ray_runs=spec.ray_runs)
+                                     ray_runs=spec.ray_runs, overwrite=spec.overwrite)
             else:
-                run_side_by_side(models, dataset, spec.seeds, spec.config_files, overrides, spec.results)
+                run_side_by_side(models, dataset, spec.seeds, spec.config_files, overrides, spec.results,
+                                 overwrite=spec.overwrite)
         else:
             from recbole_ssr.quick_start import run
 
-            outcome = run(models[0], dataset, spec.config_files, overrides, results=spec.results)
+            outcome = run(models[0], dataset, spec.config_files, overrides, results=spec.results,
+                          overwrite=spec.overwrite)
             print(summary_line(outcome))
     except RecboleSSRError as exc:
         print(f"error: {exc}", file=sys.stderr)

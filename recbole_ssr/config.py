@@ -30,7 +30,7 @@ from recbole_ssr.data.source import locate  # noqa: E402
 from recbole_ssr.errors import ConfigError, yaml_error_text  # noqa: E402
 from recbole_ssr.paths import properties_dir  # noqa: E402
 from recbole_ssr.utils import get_model  # noqa: E402
-from recbole_ssr.validation import validate  # noqa: E402
+from recbole_ssr.validation import check_duplicate_keys, validate  # noqa: E402
 
 EVAL_PROTOCOLS = ("mmrec", "recbole")
 VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
@@ -60,6 +60,9 @@ class Config(RecBoleConfig):
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
         compat.apply()
         for path in config_file_list or []:
+            if os.path.isdir(path):
+                raise ConfigError(f"config file '{path}' (from --config_files) is a folder, but a yaml file is "
+                                  "expected; name the file inside it.")
             if not os.path.isfile(path):
                 raise ConfigError(f"config file '{path}' (from --config_files) does not exist.")
         super().__init__(model, dataset, config_file_list, config_dict)
@@ -76,7 +79,9 @@ class Config(RecBoleConfig):
         for path in file_list or []:
             try:
                 with open(path, "r", encoding="utf-8") as handle:
-                    loaded = yaml.load(handle.read(), Loader=self.yaml_loader)
+                    text = handle.read()
+                check_duplicate_keys(text, f"config file {path} (from --config_files)")
+                loaded = yaml.load(text, Loader=self.yaml_loader)
             except yaml.YAMLError as exc:
                 raise ConfigError(f"config file {path} (from --config_files) is not valid YAML "
                                   f"({yaml_error_text(exc)}). Fix the syntax (one 'key: value' per line).") from None
@@ -119,7 +124,9 @@ class Config(RecBoleConfig):
         import yaml
 
         with open(path, "r", encoding="utf-8") as f:
-            loaded = yaml.load(f.read(), Loader=self.yaml_loader)
+            text = f.read()
+        check_duplicate_keys(text, path)
+        loaded = yaml.load(text, Loader=self.yaml_loader)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of key: value, got {type(loaded).__name__}.")
         return loaded or {}

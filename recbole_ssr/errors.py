@@ -22,3 +22,23 @@ def yaml_error_text(exc):
     where = f"at line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
     return where + problem
+
+
+class UsageError(ConfigError):
+    """A command-line option argparse refuses (an unknown choice, a value of the wrong type)."""
+
+
+def one_line_parser(**kwargs):
+    """An ``argparse.ArgumentParser`` whose errors are a :class:`UsageError` (the command prints it as one
+    ``error:`` line, like every other error) instead of a usage dump on stderr."""
+    import argparse
+
+    class OneLineParser(argparse.ArgumentParser):
+        def error(self, message):
+            raise UsageError(f"{message} (run with --help for the options).")
+
+    return OneLineParser(**kwargs)
+
+
+class TrainingDiverged(RecboleSSRError):
+    """The training loss became NaN: the message names the model and the settings to lower."""

@@ -41,7 +41,7 @@ import os
 import numpy as np
 
 from recbole_ssr.errors import RecboleSSRError
-from recbole_ssr.safe_io import atomic_write
+from recbole_ssr.safe_io import atomic_write, finite_json
 
 FORMAT = "recbole_ssr.per_user"
 VERSION = 1
@@ -101,7 +101,8 @@ def run_record(model, seed, dataset, entry):
 def write_sidecar(path, records):
     """Write ``records`` (:func:`run_record`) as the sidecar ``path``, atomically (a reader sees the old file or the
     new one)."""
-    payload = json.dumps({"format": FORMAT, "version": VERSION, "runs": list(records)}).encode("utf-8")
+    payload = json.dumps(finite_json({"format": FORMAT, "version": VERSION, "runs": list(records)}),
+                         allow_nan=False).encode("utf-8")  # strict JSON, as every file of the project
     with atomic_write(path, "wb") as handle:
         with gzip.GzipFile(fileobj=handle, mode="wb", mtime=0) as zipped:
             zipped.write(payload)

@@ -15,7 +15,9 @@ from recbole_ssr.config import Config  # noqa: E402
 from recbole_ssr.data.dataloader import data_preparation  # noqa: E402
 from recbole_ssr.utils import create_dataset, get_model, get_trainer  # noqa: E402
 from recbole_ssr.report import plain  # noqa: E402
-from recbole_ssr.safe_io import check_writable_file, write_json  # noqa: E402
+from recbole_ssr.safe_io import (check_may_replace, check_results_name, check_writable_file,  # noqa: E402
+                                 stamped, write_json_or_rescue)
+from recbole_ssr.trainer import training_data_fingerprint  # noqa: E402
 from recbole_ssr.validation import check_output_locations  # noqa: E402
 
 
@@ -69,7 +71,7 @@ def _group_metrics(trainer, test_data, train_dataset, logger):
 
 
 def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, results=None,
-        callback_fn=None, on_ready=None):
+        callback_fn=None, on_ready=None, overwrite=False):
     """Train ``model`` on ``dataset`` to early stopping, evaluate the best-valid checkpoint on the test set.
 
     Returns (and, with ``results=PATH``, writes as JSON) ``{model, dataset, best_valid_result, test_result,
@@ -80,9 +82,17 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     ``callback_fn(epoch, valid_score, valid_result)`` is called after every evaluation;
     ``on_ready(model, trainer, (train_data, valid_data, test_data))`` once before training (the analyses use it
     to inspect the model; after ``run`` returns, the model holds the best-valid weights).
+    ``results`` must end in ``.json``; an existing file there is replaced only when it holds this run's own kind of
+    output for the same model and dataset, or with ``overwrite`` (:func:`recbole_ssr.safe_io.check_may_replace`). A
+    results file that cannot be written (a full disk) is an error naming it; the finished results are then kept in
+    the temporary folder.
     """
     if results:
+        check_results_name(results)
         check_writable_file(results, "--results")
+        if model is not None and dataset is not None:
+            check_may_replace(results, "run", [getattr(model, "__name__", model)], dataset, overwrite=overwrite,
+                              inputs={path: "a config file (--config_files)" for path in config_file_list or []})
     started_from = code_version()  # the code this run loaded (the checkout may move on while it trains)
     config, _, (train_data, valid_data, test_data) = prepare(model, dataset, config_file_list, config_dict)
     logger = getLogger()
@@ -90,6 +100,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     model_obj = get_model(config["model"])(config, train_data.dataset).to(config["device"])
     logger.info(model_obj)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    trainer.data_fingerprint = training_data_fingerprint(train_data.dataset)  # stored in its checkpoints
     if on_ready is not None:
         on_ready(model_obj, trainer, (train_data, valid_data, test_data))
     show = bool(config["show_progress"])
@@ -122,5 +133,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     logger.info(f"best valid: {outcome['best_valid_result']}")
     logger.info(f"test result: {outcome['test_result']}")
     if results:
-        write_json(results, outcome)
+        test = ", ".join(f"{k}={v:.4f}" for k, v in outcome["test_result"].items() if isinstance(v, (int, float)))
+        write_json_or_rescue(results, stamped(outcome, "run", [outcome["model"]], outcome["dataset"]),
+                             summary=f"Test: {test}." + (f" Checkpoint: {outcome['checkpoint']}." if saved else ""))
     return outcome

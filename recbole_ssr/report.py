@@ -12,7 +12,7 @@ import math
 import os
 
 from recbole_ssr.errors import RecboleSSRError
-from recbole_ssr.safe_io import atomic_write
+from recbole_ssr.safe_io import PROVENANCE_KEY, atomic_write, read_jsonl
 
 
 def plain(value):
@@ -74,35 +74,37 @@ def _cell(value):
     return value
 
 
-def load_runs(paths):
+def load_runs(paths, warn=None):
     """Runs from result files: single-run ``--results`` JSONs, side-by-side/analysis JSONs (key ``runs``) or
-    ``runs.jsonl`` progress files. Raises RecboleSSRError naming the file when one is none of these."""
+    ``runs.jsonl`` progress files (a torn line, left by a kill mid-write, is skipped with a warning giving its line
+    number: ``warn(text)``, default stderr). Raises RecboleSSRError naming the file when one is none of these."""
     runs = []
     for path in paths:
+        if os.path.isdir(path):
+            raise RecboleSSRError(f"{path} is a folder, but a results file is expected (a --results JSON, a "
+                                  "side-by-side/analysis JSON or a runs.jsonl).")
         try:
-            with open(path, encoding="utf-8") as handle:
-                if path.endswith(".jsonl"):
-                    found = [json.loads(line) for line in handle if line.strip()]
-                else:
+            if path.endswith(".jsonl"):
+                found, skipped = read_jsonl(path, warn)
+                if skipped and not found:
+                    raise ValueError(f"no line of it is a complete JSON record (lines {skipped[:5]})")
+            else:
+                with open(path, encoding="utf-8") as handle:
                     payload = json.load(handle)
-                    found = payload["runs"] if isinstance(payload, dict) and "runs" in payload else [payload]
+                found = payload["runs"] if isinstance(payload, dict) and "runs" in payload else [payload]
         except (OSError, ValueError) as exc:
-            raise RecboleSSRError(f"{path}: cannot read results ({exc}).") from exc
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise RecboleSSRError(f"{path}: cannot read results ({reason}); expected the JSON written by --results, a "
+                                  "side-by-side/analysis JSON or a runs.jsonl.") from None
         for run in found:
             if not isinstance(run, dict) or "model" not in run or ("test_result" not in run and "status" not in run):
                 raise RecboleSSRError(f"{path}: not a results file of run_recbole_ssr.py (expected the JSON written "
                                       "by --results, a side-by-side/analysis JSON or a runs.jsonl).")
-            run = dict(run)
+            run = {k: v for k, v in run.items() if k != PROVENANCE_KEY}
             run.setdefault("status", "ok")
             run.setdefault("seed", (run.get("config") or {}).get("seed"))
             runs.append(run)
     return runs
-
-
-def append_jsonl(path, record):
-    """One JSON line appended to a progress file (a run kept as soon as it finishes)."""
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, default=str) + "\n")
 
 
 def read_json(path):
@@ -125,17 +127,21 @@ def find_unfinished(manifests, matches):
 
 
 def files_to_table_main(prog, description, files_help, action, argv=None):
-    """A ``python -m`` command of the form ``PROG FILE... [--results=OUT.json]`` that runs ``action(files,
-    results)``; a RecboleSSRError is one ``error:`` line and exit status 2."""
-    import argparse
+    """A ``python -m`` command of the form ``PROG FILE... [--results=OUT.json] [--overwrite]`` that runs
+    ``action(files, results, overwrite)``; a RecboleSSRError (a bad option included) is one ``error:`` line and exit
+    status 2."""
     import sys
 
-    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False)
+    from recbole_ssr.errors import one_line_parser
+
+    parser = one_line_parser(prog=prog, description=description, allow_abbrev=False)
     parser.add_argument("files", nargs="+", help=files_help)
     parser.add_argument("--results", default=None, help="where to write the JSON (and the CSV beside it)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow --results to replace a file that is not this command's own earlier output")
     try:
-        action(args.files, args.results)
+        args = parser.parse_args(argv)
+        action(args.files, args.results, args.overwrite)
     except RecboleSSRError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

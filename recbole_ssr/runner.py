@@ -24,7 +24,6 @@ import os
 import socket
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
@@ -104,14 +103,52 @@ def run_in_process(model, dataset, config_files, config_dict):
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
 
 
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored while the block runs (in the main thread; elsewhere nothing changes). A process started
+    inside inherits the ignored SIGINT through exec, so Ctrl-C reaches only this process, which stops the child
+    itself: no half-imported child prints a traceback."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _child(connection, model, dataset, config_files, config_dict):
+    connection.send(run_in_process(model, dataset, config_files, config_dict))
+    connection.close()
+
+
 def run_isolated(model, dataset, config_files, config_dict):
-    """One run in a fresh local ``spawn`` process."""
+    """One run in a fresh local ``spawn`` process. Ctrl-C stops the child (no traceback of it) and is raised here."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(send, model, dataset, config_files, config_dict), daemon=True)
+    with _sigint_ignored():
+        process.start()
+    send.close()
+    try:
         try:
-            return pool.submit(run_in_process, model, dataset, config_files, config_dict).result()
-        except Exception as exc:  # the child died (e.g. killed for memory)
-            return {"status": "failed", "error": f"worker process died: {type(exc).__name__}: {exc}"}
+            return receive.recv()
+        except EOFError:  # the child died without an answer (e.g. killed for memory)
+            process.join()
+            code = process.exitcode
+            why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+            hint = " (out of memory?)" if code == -9 else ""
+            return {"status": "failed", "error": f"worker process died: {why}{hint}"}
+    except BaseException:
+        process.terminate()
+        raise
+    finally:
+        process.join()
+        receive.close()
 
 
 def set_torch_threads(cpus):

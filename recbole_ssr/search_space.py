@@ -70,6 +70,10 @@ def yaml_loader():
 def read_yaml(path, what="search-space file"):
     import yaml
 
+    from recbole_ssr.validation import check_duplicate_keys
+
+    if os.path.isdir(path):
+        raise ConfigError(f"{what} '{path}' is a folder, but a yaml file is expected; name the file inside it.")
     if not os.path.isfile(path):
         hint = " Check the path."
         if what == "search-space file":
@@ -80,11 +84,13 @@ def read_yaml(path, what="search-space file"):
             hint = f" The shipped ones are in {shipped}/ (one per model, e.g. properties/search/VBPR.yaml)."
         raise ConfigError(f"{what} '{path}' does not exist.{hint}")
     with open(path, "r", encoding="utf-8") as f:
-        try:
-            loaded = yaml.load(f.read(), Loader=yaml_loader())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid yaml ({yaml_error_text(exc)}). Fix the syntax (one 'key: value' "
-                              "or 'key: {grid: [...]}' per line).") from None
+        text = f.read()
+    check_duplicate_keys(text, path)
+    try:
+        loaded = yaml.load(text, Loader=yaml_loader())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid yaml ({yaml_error_text(exc)}). Fix the syntax (one 'key: value' "
+                          "or 'key: {grid: [...]}' per line).") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -283,6 +289,28 @@ class SearchSpace:
         return "\n".join(lines)
 
 
+def setting_error(key, value, source):
+    """None when ``value`` is a valid value of the search setting ``key``, else the :class:`ConfigError` to raise."""
+    if value is None or _SETTING_CHECKS[key](value):
+        return None
+    return ConfigError(f"{source}: search setting '{key}: {value!r}' is invalid; expected {SETTINGS[key]}.")
+
+
+_SETTING_CHECKS = {
+    "num_samples": lambda v: _is_int(v) and v >= 1,
+    "scheduler": lambda v: v in ("asha", "fifo"),
+    "grace_period": lambda v: _is_int(v) and v >= 1,
+    "reduction_factor": lambda v: _is_number(v) and v > 1,
+    "cpus_per_trial": lambda v: _is_number(v) and v > 0,
+    "gpus_per_trial": lambda v: _is_number(v) and v >= 0,
+    "output": lambda v: isinstance(v, str) and v,
+    "keep_checkpoints": lambda v: isinstance(v, bool),
+    "search_alg": lambda v: v in SEARCH_ALGS,
+    "budget": lambda v: v in BUDGETS,
+    "seed": _is_int,
+}
+
+
 def _check_settings(settings, source):
     if not isinstance(settings, dict):
         raise ConfigError(f"{source}: '{RESERVED_KEY}:' must be a mapping of search settings "
@@ -291,22 +319,10 @@ def _check_settings(settings, source):
         if key not in SETTINGS:
             raise ConfigError(f"{source}: unknown search setting '{RESERVED_KEY}.{key}'. Known settings: "
                               + "; ".join(f"{k} ({v})" for k, v in SETTINGS.items()) + ".")
-    checks = {
-        "num_samples": lambda v: _is_int(v) and v >= 1,
-        "scheduler": lambda v: v in ("asha", "fifo"),
-        "grace_period": lambda v: _is_int(v) and v >= 1,
-        "reduction_factor": lambda v: _is_number(v) and v > 1,
-        "cpus_per_trial": lambda v: _is_number(v) and v > 0,
-        "gpus_per_trial": lambda v: _is_number(v) and v >= 0,
-        "output": lambda v: isinstance(v, str) and v,
-        "keep_checkpoints": lambda v: isinstance(v, bool),
-        "search_alg": lambda v: v in SEARCH_ALGS,
-        "budget": lambda v: v in BUDGETS,
-        "seed": _is_int,
-    }
     for key, value in settings.items():
-        if value is not None and not checks[key](value):
-            raise ConfigError(f"{source}: search setting '{key}: {value!r}' is invalid; expected {SETTINGS[key]}.")
+        error = setting_error(key, value, source)
+        if error is not None:
+            raise error
     return settings
 
 

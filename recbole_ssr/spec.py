@@ -17,6 +17,7 @@ class ExperimentSpec:
     dataset: Optional[str] = None
     config_files: Optional[List[str]] = None  # absolute paths
     results: Optional[str] = None
+    overwrite: bool = False  # --results may replace a file that is not this run's own earlier output
     seeds: int = 1
     # search (--tune) and tuned benchmark
     tune: Optional[str] = None

@@ -20,6 +20,14 @@ Differences from ``recbole.trainer.Trainer.fit`` (everything else - batches, los
   (:mod:`recbole_ssr.per_user`), from the same batches; their mean is ``evaluate``'s result.
 * Timing and bookkeeping for the results file: ``best_epoch``, ``epochs_run``, ``seconds_per_epoch``,
   ``valid_history`` (train loss, valid score and the epoch's learning rate at every evaluation).
+* A training loss that becomes NaN stops the run with :class:`~recbole_ssr.errors.TrainingDiverged` naming the
+  model and the settings to lower (``learning_rate``, and the model's loss weights); the best checkpoint so far is
+  kept.
+* Progress of a slow epoch: without RecBole's progress bar (``show_progress``), a line every
+  ``progress_interval`` seconds (batches done, time left in the epoch), so a long silent epoch is not taken for a
+  hang.
+* Checkpoints record ``data_fingerprint`` (:func:`training_data_fingerprint`): a tool that evaluates a checkpoint
+  can tell that the dataset changed since it was trained.
 """
 
 import os
@@ -37,8 +45,49 @@ from recbole.trainer import Trainer  # noqa: E402
 from recbole.utils import dict2str, set_color  # noqa: E402
 
 from recbole_ssr import evaluation, per_user  # noqa: E402
+from recbole_ssr.errors import TrainingDiverged  # noqa: E402
 from recbole_ssr.report import improves  # noqa: E402
 from recbole_ssr.safe_io import save_with  # noqa: E402
+
+
+def training_data_fingerprint(dataset):
+    """A short hash of a training dataset: its (user, item) pairs as RecBole ids, sorted, and the tokens those ids
+    stand for. Equal for the same training data whatever the order; different after any change of it."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    users = np.asarray(dataset.inter_feat[dataset.uid_field].numpy(), dtype=np.int64)
+    items = np.asarray(dataset.inter_feat[dataset.iid_field].numpy(), dtype=np.int64)
+    order = np.lexsort((items, users))
+    digest.update(users[order].tobytes())
+    digest.update(items[order].tobytes())
+    for field in (dataset.uid_field, dataset.iid_field):
+        digest.update("\n".join(str(t) for t in dataset.field2id_token[field]).encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def loss_weight_keys(model):
+    """The model's loss weights that are switched on (keys of its ``config_ranges`` ending in ``_weight``, and
+    ``cl_loss``), for the advice of a diverged training."""
+    ranges = {}
+    for klass in reversed(type(model).__mro__):
+        ranges.update(vars(klass).get("config_ranges", {}))
+    config = getattr(model, "config", None)
+    found = []
+    for key in ranges:
+        if key.endswith("_weight") or key == "cl_loss":
+            value = config[key] if config is not None and key in config else None
+            if isinstance(value, (int, float)) and value:
+                found.append(f"{key}={value:g}")
+    return found
+
+
+def _duration(seconds):
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s" if seconds >= 1 else "under 1 s"
 
 
 def load_own_checkpoint(path, device):
@@ -144,11 +193,28 @@ class CheckpointFixMixin(GroupEvaluationMixin):
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
+            "data_fingerprint": getattr(self, "data_fingerprint", None),
         }
         save_with(saved_model_file, lambda handle: torch.save(state, handle, pickle_protocol=4))
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
         return None
+
+    def _check_nan(self, loss):
+        """RecBole's check of every batch's loss, as an error that names the model and what to lower."""
+        if not torch.isnan(loss):
+            return
+        name = type(self.model).__name__
+        epoch = getattr(self, "current_epoch", None)
+        rate = float(self.optimizer.param_groups[0]["lr"])
+        weights = loss_weight_keys(self.model)
+        advice = f"lower learning_rate (now {rate:g})" + (f" or its loss weights ({', '.join(weights)})" if weights
+                                                          else "")
+        best = getattr(self, "best_epoch", None)
+        kept = (f" The best checkpoint so far (epoch {best}) is kept: {self.saved_model_file}."
+                if best is not None and os.path.isfile(getattr(self, "saved_model_file", "") or "") else "")
+        raise TrainingDiverged(f"{name}: the training loss became NaN{f' in epoch {epoch}' if epoch is not None else ''}"
+                               f", so training stopped; {advice}.{kept}")
 
     def load_weights(self, checkpoint_file):
         """The model's weights from a checkpoint this package wrote; returns the whole checkpoint."""
@@ -216,6 +282,7 @@ class MultimodalTrainer(CheckpointFixMixin, Trainer):
             self._save_checkpoint(-1, verbose=verbose)
         hook = getattr(self.model, "pre_epoch_processing", None)
         for epoch_idx in range(self.start_epoch, self.epochs):
+            self.current_epoch = epoch_idx
             start = time.time()
             epoch_lr = float(self.optimizer.param_groups[0]["lr"])
             if callable(hook):
@@ -269,6 +336,28 @@ class MultimodalTrainer(CheckpointFixMixin, Trainer):
                     )
                 break
         return self.best_valid_score, self.best_valid_result
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        """RecBole's epoch; without a progress bar, a log line every ``progress_interval`` seconds of it."""
+        interval = float(self.config["progress_interval"] or 0) if "progress_interval" in self.config else 0.0
+        if show_progress or interval <= 0:
+            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        loss_func = loss_func or self.model.calculate_loss
+        total, started = len(train_data), time.time()
+        state = {"done": 0, "said": started}
+
+        def counted(interaction):
+            now = time.time()
+            if now - state["said"] >= interval and state["done"]:
+                done, elapsed = state["done"], now - started
+                self.logger.info(f"epoch {epoch_idx}: batch {done} of {total} ({100.0 * done / total:.0f}%) after "
+                                 f"{_duration(elapsed)}, about {_duration(elapsed / done * (total - done))} left in "
+                                 "this epoch")
+                state["said"] = now
+            state["done"] += 1
+            return loss_func(interaction)
+
+        return super()._train_epoch(train_data, epoch_idx, loss_func=counted, show_progress=False)
 
     @property
     def seconds_per_epoch(self):

@@ -34,16 +34,20 @@ import threading
 
 import yaml
 
-from recbole_ssr.benchmark import results_table, summarise
+from recbole_ssr.benchmark import TABLE_HEADER, results_stem, results_table, summarise
 from recbole_ssr.errors import ConfigError
 from recbole_ssr.paths import properties_dir
-from recbole_ssr.report import append_jsonl, files_to_table_main, find_unfinished, read_json, write_csv
+from recbole_ssr.report import files_to_table_main, find_unfinished, read_json, write_csv
 from recbole_ssr.runner import RayBatch, RunSpec, ray_session
-from recbole_ssr.safe_io import new_stamped_folder, write_json
+from recbole_ssr.safe_io import (append_jsonl, check_may_replace, check_may_replace_table, check_results_name,
+                                 check_writable_file, new_stamped_folder, read_jsonl, stamped, write_json)
 from recbole_ssr.search_space import default_settings, load_search_space, yaml_loader
 from recbole_ssr.spec import ExperimentSpec
 from recbole_ssr.tune.driver import run_search
+from recbole_ssr.utils import get_model
+from recbole_ssr.validation import check_search_space
 
+KIND = "tuned benchmark"
 MANIFEST = "benchmark.json"
 RUNS = "runs.jsonl"
 SEARCHES = "searches"
@@ -119,8 +123,9 @@ def _open(models, dataset, spec, overrides):
         _say(f"resuming {folder}")
         return folder, manifest
     spaces = {model: space_file(model, spec.tune) for model in models}
-    for model, path in spaces.items():  # every space readable before anything runs
+    for model, path in spaces.items():  # every space readable and within the models' ranges before anything runs
         space = load_search_space(path)
+        check_search_space(space, get_model(model))
         clash = sorted(set(space.params) & set(overrides))
         if clash:
             raise ConfigError(f"{', '.join(clash)} searched in {path} and also set on the command line; drop one "
@@ -198,12 +203,9 @@ def run_tuned_benchmark(models, dataset, spec, overrides):
     runs_path = os.path.join(folder, RUNS)
     done = {}
     if os.path.isfile(runs_path):
-        with open(runs_path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    run = json.loads(line)
-                    if run.get("status") == "ok":
-                        done[(run["model"], int(run["seed"]))] = run
+        for run in read_jsonl(runs_path)[0]:
+            if isinstance(run, dict) and run.get("status") == "ok":
+                done[(run["model"], int(run["seed"]))] = run
     if done:
         _say(f"{len(done)} finished seeded run(s) kept from {runs_path}")
     lock = threading.Lock()
@@ -290,11 +292,11 @@ def _write_outputs(folder, manifest, summaries, runs, results_path):
           f"with seeds {seeds}; test metrics at the best-valid epoch, mean ± std\n")
     print(table)
     results_path = os.path.abspath(results_path or os.path.join(folder, "results.json"))
-    stem = results_path[:-5] if results_path.endswith(".json") else results_path
-    write_json(f"{stem}.json", {"dataset": manifest["dataset"], "models": models, "seeds": seeds,
-                                 "settings": manifest["settings"], "overrides": manifest["overrides"],
-                                 "benchmark_dir": folder, "summary": rows, "searches": searches, "runs": runs,
-                                 "table": table})
+    stem = results_stem(results_path)
+    write_json(f"{stem}.json", stamped({"dataset": manifest["dataset"], "models": models, "seeds": seeds,
+                                         "settings": manifest["settings"], "overrides": manifest["overrides"],
+                                         "benchmark_dir": folder, "summary": rows, "searches": searches,
+                                         "runs": runs, "table": table}, KIND, models, manifest["dataset"]))
     write_csv(f"{stem}.csv", rows)
     print(f"\nwritten: {stem}.json, {stem}.csv; best configurations: {folder}/<Model>.best.yaml")
     return rows
@@ -311,7 +313,17 @@ def configuration_table(rows, manifest):
     return "\n".join(lines)
 
 
-def report_folders(folders, results_path=None):
+def check_results_target(results_path, models, dataset, overwrite=False):
+    """The ``--results`` of a tuned benchmark (and its .csv), checked before anything runs."""
+    if results_path is None:
+        return
+    check_results_name(results_path)
+    check_writable_file(results_path, "--results")
+    check_may_replace(results_path, KIND, models, dataset, overwrite=overwrite)
+    check_may_replace_table(f"{results_stem(results_path)}.csv", TABLE_HEADER, "--results table", overwrite)
+
+
+def report_folders(folders, results_path=None, overwrite=False):
     """The table of one or more benchmark folders, finished or not: every model whose search is done, with its
     finished seeded runs (e.g. a benchmark split over several commands or machines, or one still running).
     The folders must share dataset, settings, epoch cap and seeds — otherwise their models were not tuned alike."""
@@ -338,13 +350,13 @@ def report_folders(folders, results_path=None):
             summaries[model] = read_json(state["best_json"])
             models.append(model)
         if os.path.isfile(os.path.join(folder, RUNS)):
-            with open(os.path.join(folder, RUNS), encoding="utf-8") as f:
-                found = [json.loads(line) for line in f if line.strip()]
-            runs += [r for r in found if r.get("status") == "ok" and r["model"] in summaries]
+            found = read_jsonl(os.path.join(folder, RUNS))[0]
+            runs += [r for r in found if isinstance(r, dict) and r.get("status") == "ok" and r["model"] in summaries]
     if not models:
         raise ConfigError("no finished search in these folders yet.")
     if pending:
         _say(f"not in the table (search not finished): {', '.join(dict.fromkeys(pending))}")
+    check_results_target(results_path, models, first["dataset"], overwrite)
     manifest = dict(first, models=models)
     return _write_outputs(manifests[0][0], manifest, summaries, runs, results_path)
 

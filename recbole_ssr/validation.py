@@ -6,8 +6,15 @@
   files (models, datasets, protocols, analyses, search spaces) and :data:`KEYS_READ_IN_CODE`. A key outside that set
   is an error naming the closest known key. Keys read by your own code are declared with ``extra_keys: [name, ...]``.
 * **Values.** Types follow the default of the key (a number stays a number, a flag a boolean, a list a list);
-  the keys of :data:`RANGES` are whole numbers or numbers within their bounds; ``metrics``, ``topk`` and
-  ``valid_metric`` name metrics RecBole has and agree with each other.
+  ranged keys are whole numbers or numbers within their bounds: the RecBole-wide keys of :data:`RANGES` here, a
+  model's own keys in its class attribute ``config_ranges`` (:func:`ranges_for`; see
+  :class:`recbole_ssr.model.abstract.MultimodalRecommender`). A whole number written as a float (``epochs: 1e3``,
+  which yaml reads as 1000.0) is taken as that whole number. ``lr_decay`` is ``~`` or ``[decay > 0, step > 0]``;
+  ``metrics``, ``topk`` and ``valid_metric`` name metrics RecBole has and agree with each other.
+* **Search spaces.** Every value a search can draw is checked against the same ranges before the search starts
+  (:func:`check_search_space`).
+* **Yaml files.** A key written twice in one mapping is refused (:func:`check_duplicate_keys`): yaml would silently
+  keep the last one.
 """
 
 import difflib
@@ -29,39 +36,32 @@ KEYS_READ_IN_CODE = frozenset({
     "valid_metric_bigger", "token_num_threshold", "xgb_early_stopping_rounds",
 })
 
-#: key -> (kind, lowest, highest): whole numbers ("int") or real numbers ("float"); None = no bound
+#: RecBole-wide keys (every model reads them) and the common keys of RecBole's own models (whose classes cannot
+#: declare ranges): key -> (kind, lowest, highest[, bounds]); see :func:`check_range` for the notation. A plugin
+#: model declares the ranges of its own keys in its class attribute ``config_ranges`` (:func:`ranges_for`).
 RANGES = {
     "epochs": ("int", 1, None),
     "train_batch_size": ("int", 1, None),
     "eval_batch_size": ("int", 1, None),
-    "embedding_size": ("int", 1, None),
-    "hidden_size": ("int", 1, None),
     "stopping_step": ("int", 0, None),
     "eval_step": ("int", 0, None),
     "seed": ("int", 0, 2 ** 32 - 1),
-    "band_num": ("int", 1, None),
-    "knn_k": ("int", 1, None),
-    "user_knn_k": ("int", 1, None),
-    "n_routing": ("int", 0, None),
-    "n_layers": ("int", 0, None),
-    "num_layers": ("int", 0, None),
-    "n_mm_layers": ("int", 0, None),
-    "cp_rank": ("int", 1, None),
     "worker": ("int", 0, None),
     "learning_rate": ("float", 0.0, None),
     "weight_decay": ("float", 0.0, None),
-    "tau": ("float", 0.0, None),
-    "align_weight": ("float", 0.0, None),
-    "align_temperature": ("float", 0.0, None),
-    "ssl_temp": ("float", 0.0, None),
-    "temperature": ("float", 0.0, None),
-    "mask_rate": ("float", 0.0, 1.0),
+    "cold_item_ratio": ("float", 0.0, 1.0),
+    "progress_interval": ("float", 0.0, None),
+    # common keys of RecBole's own models (and of several plugin models)
+    "embedding_size": ("int", 1, None),
+    "hidden_size": ("int", 1, None),
+    "n_layers": ("int", 0, None),
+    "num_layers": ("int", 0, None),
     "dropout": ("float", 0.0, 1.0),
     "dropout_prob": ("float", 0.0, 1.0),
-    "cold_item_ratio": ("float", 0.0, 1.0),
+    "tau": ("float", 0.0, None, "()"),
+    "temperature": ("float", 0.0, None, "()"),
+    "ssl_temp": ("float", 0.0, None, "()"),
 }
-#: keys whose value must be strictly above the lowest bound
-STRICT_LOWER = frozenset({"tau", "align_temperature", "ssl_temp", "temperature"})
 #: keys whose default is a list but a single value is accepted (RecBole wraps it)
 SCALAR_OR_LIST = frozenset({"topk", "metrics", "use_modalities", "gpu_id"})
 
@@ -149,32 +149,138 @@ def _type_error(key, value, expected, source):
                        f"(e.g. --{key}=VALUE on the command line or '{key}: VALUE' in a yaml).")
 
 
-def check_range(key, value, source):
-    kind, low, high = RANGES[key]
+def ranges_for(model_class=None):
+    """The ranges that apply to a run of ``model_class``: :data:`RANGES`, then every ``config_ranges`` along the
+    class's bases (a subclass's entry wins)."""
+    ranges = dict(RANGES)
+    for klass in reversed(getattr(model_class, "__mro__", ())):
+        ranges.update(vars(klass).get("config_ranges", {}))
+    return ranges
+
+
+def _bounds_text(kind, low, high, bounds):
+    word = _WORDS[kind]
+    if low is not None and high is not None:
+        if bounds == "[]":
+            return f"{word} between {low} and {high}"
+        return f"{word} {'>' if bounds[0] == '(' else '>='} {low} and {'<' if bounds[1] == ')' else '<='} {high}"
+    if low is not None:
+        return f"{word} {'>' if bounds[0] == '(' else '>='} {low}"
+    if high is not None:
+        return f"{word} {'<' if bounds[1] == ')' else '<='} {high}"
+    return word
+
+
+def check_range(key, value, source, spec=None):
+    """``value`` of ``key`` against its range ``spec`` = ``(kind, lowest, highest[, bounds])``: ``kind`` "int" (a
+    whole number) or "float" (a number), with a trailing "?" when ``~`` (None) is allowed too (and "{}" when the
+    model also takes a ``{modality: value}`` mapping, each entry checked here); ``lowest``/``highest``
+    None = unbounded; ``bounds`` "[]" (default), "(]", "[)" or "()" = which ends are included. Returns the value,
+    a whole number written as a float (``1e3``) as an int; raises :class:`ConfigError` naming ``source``."""
+    spec = RANGES[key] if spec is None else spec
+    kind, low, high = spec[:3]
+    bounds = spec[3] if len(spec) > 3 else "[]"
+    optional = kind.endswith("?")
+    kind = kind.replace("{}", "").rstrip("?")
+    if value is None and optional:
+        return value
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and not isinstance(value, int)):
-        raise _type_error(key, value, _WORDS[kind], source)
-    too_low = low is not None and (value <= low if key in STRICT_LOWER else value < low)
-    too_high = high is not None and value > high
-    if too_low or too_high:
-        bounds = (f"> {low}" if key in STRICT_LOWER else f">= {low}") if high is None else f"between {low} and {high}"
-        raise ConfigError(f"{key}={value!r} (from {source}) is out of range: expected {_WORDS[kind]} {bounds}.")
+        expected = _WORDS[kind] + (" or ~ (none)" if optional else "")
+        raise _type_error(key, value, expected, source)
+    too_low = low is not None and (value <= low if bounds[0] == "(" else value < low)
+    too_high = high is not None and (value >= high if bounds[1] == ")" else value > high)
+    if too_low or too_high or value != value:
+        raise ConfigError(f"{key}={value!r} (from {source}) is out of range: expected "
+                          f"{_bounds_text(kind, low, high, bounds)}.")
+    return value
 
 
-def check_types(final, defaults, given, sources):
-    """Each key the user set keeps the kind of its default (numbers stay numbers, flags booleans, ...)."""
+def check_types(final, defaults, given, sources, model_class=None):
+    """Each key the user set keeps the kind of its default (numbers stay numbers, flags booleans, ...) and stays
+    within its range (:func:`ranges_for`); a whole number written as a float is stored as an int in ``final``."""
+    ranges = ranges_for(model_class)
     for key in given:
         value, default = final.get(key), defaults.get(key)
         source = sources.get(key, "the configuration")
-        if key in RANGES and _kind_of(default) in (None, "int", "float"):  # some models use a {modality: k} mapping
-            check_range(key, value, source)
+        if key in ranges and isinstance(value, dict) and (isinstance(default, dict) or "{}" in ranges[key][0]):
+            # a per-modality mapping (knn_k: {image: 10, default: 10}): every entry within the key's range
+            final[key] = {k: check_range(f"{key}.{k}", v, source, ranges[key]) for k, v in value.items()}
+            continue
+        if key in ranges and _kind_of(default) in (None, "int", "float"):
+            final[key] = check_range(key, value, source, ranges[key])
             continue
         want, got = _kind_of(default), _kind_of(value)
         if default is None or want is None or value is None and want in ("str", "list", "dict"):
             continue
-        numbers = ("int", "float")  # whole numbers are enforced by RANGES only: a yaml's 0 may stand for 0.0
+        numbers = ("int", "float")  # whole numbers are enforced by the ranges only: a yaml's 0 may stand for 0.0
         if want == got or (want in numbers and got in numbers) or (key in SCALAR_OR_LIST and got is not None):
             continue
         raise _type_error(key, value, _WORDS["float" if want == "int" else want], source)
+
+
+def check_lr_decay(final, sources):
+    """``lr_decay`` is ``~`` (constant rate) or ``[decay, step]`` with decay > 0 and step > 0 (the trainer multiplies
+    the rate by ``decay ** (epoch / step)``)."""
+    value = final.get("lr_decay")
+    if value is None:
+        return
+    ok = (isinstance(value, (list, tuple)) and len(value) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value))
+    if not ok:
+        raise ConfigError(f"lr_decay={value!r} (from {sources.get('lr_decay', 'the configuration')}): expected ~ "
+                          "(a constant learning rate) or [decay, step] with both > 0, e.g. lr_decay: [0.9, 1] "
+                          "(the rate times decay ** (epoch / step)).")
+
+
+def check_search_space(space, model_class=None):
+    """Every value the search ``space`` (:class:`recbole_ssr.search_space.SearchSpace`) can give a ranged key lies
+    within the key's range (a dotted key ``knn_k.image`` takes the range of ``knn_k``); checked before the search
+    starts, so no trial fails on it. The error names the space file and the entry."""
+    ranges = ranges_for(model_class)
+    source = space.source or "the search space"
+    for key, param in space.params.items():
+        spec = ranges.get(key.split(".")[0])
+        if spec is None:
+            continue
+        values = param.finite_values()
+        if values is None:  # a continuous axis: its two ends
+            values = param.args[:2]
+        entry = f"search space {source}, '{key}: {{{param.kind}: {param.args}}}'"
+        for value in values:
+            check_range(key, value, entry, spec)
+    for key, value in space.fixed.items():
+        spec = ranges.get(key.split(".")[0])
+        if spec is not None and not isinstance(value, dict):
+            check_range(key, value, f"search space {source}", spec)
+
+
+def check_duplicate_keys(text, path):
+    """A :class:`ConfigError` when a mapping of the yaml ``text`` (the content of ``path``) sets a key twice: yaml
+    keeps the last one silently. Malformed yaml is left for the loader to report."""
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is not None and key in seen:
+                    raise ConfigError(f"{path}: key '{key}' is set twice (lines {seen[key]} and "
+                                      f"{key_node.start_mark.line + 1}); yaml would silently keep the last one. "
+                                      "Keep one of them.")
+                if key is not None:
+                    seen[key] = key_node.start_mark.line + 1
+                stack.append(value_node)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
 
 
 def check_metrics(final, sources):
@@ -228,7 +334,8 @@ def check_modalities(final, model_class, sources):
 def validate(final, defaults, given, sources, model_class=None):
     """Raise :class:`ConfigError` for the first setting that is unknown, of the wrong type or out of range."""
     check_known_keys(given, sources)
-    check_types(final, defaults, given, sources)
+    check_types(final, defaults, given, sources, model_class)
+    check_lr_decay(final, sources)
     check_metrics(final, sources)
     if model_class is not None:
         check_modalities(final, model_class, sources)

@@ -134,7 +134,7 @@ def test_missing_dataset_names_files_path_and_source(tmp_path):
 
 @pytest.mark.parametrize("case, pattern", [
     ("missing_npy", "feature file for modality 'text' not found: .*text_feat.npy"),
-    ("wrong_rows", "image_feat.npy: has 20 rows, but the interactions name item .* needs at least 28 rows"),
+    ("wrong_rows", "tiny.inter: data row \\d+ has itemID \\d+, but the feature files have 20 rows \\(row i = item i"),
     ("nan", "image_feat.npy: 1 rows contain NaN or Inf \\(first: row 4\\)"),
     ("no_x_label", "tiny.inter: column 'x_label' is missing.*--eval_protocol=recbole"),
     ("bad_column", "tiny.inter: column 'itemID' must hold non-negative integers, but data row 3 has 'abc'"),

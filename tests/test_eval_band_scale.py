@@ -52,3 +52,42 @@ def test_bad_runs_are_clear_errors(make_mmrec, tmp_path, capsys):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="junk.pth: not a checkpoint written by a recbole-ssr run"):
         ssr_eval_band_scale.main([str(tmp_path / "junk.pth")])
+
+
+def test_truncated_foreign_and_stale_inputs_are_one_error_line(make_mmrec, tmp_path):
+    root, name, frame = make_mmrec()
+    trained = run("SSR", name, config_dict=dict(QUICK, data_path=root), results="ssr.json")
+    text = open("ssr.json").read()
+    open("truncated.json", "w").write(text[: len(text) // 2])
+    with pytest.raises(SystemExit, match=r"^error: truncated.json: not a complete JSON file .* truncated"):
+        ssr_eval_band_scale.main(["truncated.json"])
+    json.dump([1, 2], open("list.json", "w"))
+    with pytest.raises(SystemExit, match=r"^error: list.json: not the --results JSON of one run"):
+        ssr_eval_band_scale.main(["list.json"])
+    with open(trained["checkpoint"], "rb") as handle:
+        open("torn.pth", "wb").write(handle.read()[:1000])
+    with pytest.raises(SystemExit, match=r"^error: torn.pth: not a checkpoint written by a recbole-ssr run"):
+        ssr_eval_band_scale.main(["torn.pth"])
+    with pytest.raises(SystemExit, match=r"^error: --results=out.txt: a results file name ends in .json"):
+        ssr_eval_band_scale.main(["ssr.json", "--results=out.txt"])
+    with pytest.raises(SystemExit, match=r"^error: --results ssr.json is also an input of this tool"):
+        ssr_eval_band_scale.main(["ssr.json", "--results=ssr.json"])
+
+    # the dataset changed since training: same items, other interactions (the recorded fingerprint differs) ...
+    inter = f"{root}/{name}/{name}.inter"
+    changed = frame[["userID", "itemID", "x_label"]].copy()
+    changed.loc[changed.x_label == 0, "itemID"] = (changed.loc[changed.x_label == 0, "itemID"] + 1) % 28
+    changed.drop_duplicates(["userID", "itemID"]).to_csv(inter, sep="\t", index=False)
+    with pytest.raises(SystemExit, match=r"^error: .*\.pth: trained on another version of dataset 'tiny' than the one "
+                                         r"now in .* \(its training interactions differ\)"):
+        ssr_eval_band_scale.main(["ssr.json"])
+    # ... or fewer users, with a checkpoint of an earlier version (no fingerprint): its weights do not fit
+    import torch
+
+    checkpoint = torch.load(trained["checkpoint"], weights_only=False)
+    checkpoint.pop("data_fingerprint")
+    torch.save(checkpoint, "old.pth")
+    frame[frame.userID < 30][["userID", "itemID", "x_label"]].to_csv(inter, sep="\t", index=False)
+    with pytest.raises(SystemExit, match=r"^error: old.pth: trained on another version of dataset 'tiny' .*: its weights "
+                                         r"do not fit"):
+        ssr_eval_band_scale.main(["old.pth"])

@@ -123,8 +123,11 @@ def test_non_editable_install_trains_from_any_directory(venv, tmp_path):
 
     # Mark the installed copy of VBPR's yaml: the run must read it (and nothing in the checkout).
     model_yaml = os.path.join(installed, "properties", "model", "VBPR.yaml")
-    with open(model_yaml, "a") as f:
-        f.write("\nembedding_size: 24\n")
+    with open(model_yaml) as f:
+        text = f.read()
+    assert "\nembedding_size: 64\n" in text
+    with open(model_yaml, "w") as f:  # changed in place: a second 'embedding_size' line is refused as a duplicate key
+        f.write(text.replace("\nembedding_size: 64\n", "\nembedding_size: 24\n"))
 
     work = tmp_path / "work"
     folder = work / "data" / "tiny"

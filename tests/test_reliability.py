@@ -1,7 +1,8 @@
-"""Issue 14: no lost data or finished training, every setting checked before training. One test per class of fault
+"""Issues 14 and 20: no lost data or finished training, every setting checked before training. One test per class of fault
 (docs/errors.md lists them); scripts/fault_catalogue.py runs the same classes, and more cases, against the CLI."""
 
 import errno
+import json
 import os
 import re
 import warnings
@@ -201,7 +202,7 @@ def test_bad_input_is_one_error_line(make_mmrec, tmp_path, capfd, never_train, c
         (tmp_path / "f").write_text("x")
         extra = [f"--cache_dir={tmp_path / 'f'}"]
     else:
-        extra = [f"--{case}"]
+        extra = [f"--{case}"] + (["--model=SSR"] if case == "band_num=0" else [])  # an SSR key: SSR's range
     status, err = run_cli(capfd, *tiny_args(root, name, *extra))
     assert status == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
@@ -246,3 +247,169 @@ def test_messages_say_what_is_meant(make_mmrec, tmp_path):
         warnings.warn_explicit("noise", FutureWarning, "dataset.py", 1, module="recbole.data.dataset.dataset")
         warnings.warn_explicit("ours", FutureWarning, "x.py", 1, module="recbole_ssr.x")
     assert [str(w.message) for w in seen] == ["ours"]
+
+
+# ------------------------------------------------------------------------ 6. gaps a hostile test found (issue 20)
+@pytest.mark.parametrize("arguments, message", [
+    (["--seeds=abc"], r"^error: argument --seeds: invalid int value: 'abc' \(run with --help"),
+    (["--analysis=nosuch"], r"^error: argument --analysis: invalid choice: 'nosuch'"),
+    (["--model=BPR,BPR"], r"--model=BPR,BPR names BPR more than once"),
+    (["--model=BPR,"], r"--model=BPR, has an empty name between commas"),
+    (["--dataset="], r"--dataset is empty"),
+    (["--model=SSR", "--cheb_order=0"], r"cheb_order=0 \(from the command line\) is out of range: expected a whole "
+                                        r"number >= 1"),
+    (["--model=SSR", "--mask_rate=1"], r"mask_rate=1 .* out of range: expected a number >= 0.0 and < 1.0"),
+    (["--lr_decay=[0.9]"], r"lr_decay=\[0.9\] .*expected ~ .* or \[decay, step\] with both > 0"),
+    (["--lr_decay=[-1, 0]"], r"lr_decay=\[-1, 0\] .*expected ~"),
+    (["--tune=space.yaml", "--grace_period=0"], r"--grace_period=0: search setting 'grace_period: 0' is invalid"),
+    (["--tune=space.yaml", "--reduction_factor=1"], r"--reduction_factor=1.0: search setting 'reduction_factor: "
+                                                    r"1.0' is invalid; expected .* \(number > 1\)"),
+    (["--model=MGCN", "--knn_k={image: 0}"], r"knn_k.image=0 .* out of range"),
+    (["yaml:epochs: 1\nlearning_rate: 0.01\nepochs: 2\n"], r"key 'epochs' is set twice \(lines 1 and 3\)"),
+    (["folder-config"], r"config file .* is a folder, but a yaml file is expected"),
+    (["--tune=space-out-of-range.yaml"], r"learning_rate=-0.1 \(from search space .*space-out-of-range.yaml, "
+                                         r"'learning_rate: \{choice: \[0.1, -0.1\]\}'\) is out of range"),
+    (["--model=SSR", "--tune=space-ssr.yaml"], r"mask_rate=1.0 \(from search space .*space-ssr.yaml.* expected a "
+                                               r"number >= 0.0 and < 1.0"),
+])
+def test_settings_are_checked_before_anything_runs(make_mmrec, tmp_path, capfd, never_train, arguments, message):
+    root, name, _ = make_mmrec()
+    (tmp_path / "space.yaml").write_text("learning_rate: {choice: [0.001, 0.01]}\n")
+    (tmp_path / "space-out-of-range.yaml").write_text("learning_rate: {choice: [0.1, -0.1]}\n")
+    (tmp_path / "space-ssr.yaml").write_text("mask_rate: {uniform: [0.5, 1.0]}\n")
+    (tmp_path / "folder-config").mkdir()
+    if arguments[0].startswith("yaml:"):
+        (tmp_path / "dup.yaml").write_text(arguments[0][5:])
+        arguments = [f"--config_files={tmp_path / 'dup.yaml'}"]
+    elif arguments[0] == "folder-config":
+        arguments = [f"--config_files={tmp_path / 'folder-config'}"]
+    arguments = [a.replace("space", str(tmp_path / "space"), 1) if a.startswith("--tune=") else a for a in arguments]
+    status, err = run_cli(capfd, *tiny_args(root, name, *arguments))
+    assert status == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert re.search(message, err), err
+
+
+def test_a_whole_number_written_as_a_float_is_taken_as_one(make_mmrec, tmp_path):
+    from recbole_ssr.config import Config
+
+    root, name, _ = make_mmrec()
+    (tmp_path / "e.yaml").write_text("epochs: 1e3\nstopping_step: 2.0\n")  # yaml reads 1e3 as 1000.0
+    config = Config("VBPR", name, config_file_list=[str(tmp_path / "e.yaml")], config_dict={"data_path": root})
+    assert config["epochs"] == 1000 and isinstance(config["epochs"], int) and config["stopping_step"] == 2
+    with pytest.raises(ConfigError, match=r"epochs=1.5 \(from the command line\): expected a whole number"):
+        Config("VBPR", name, config_dict={"data_path": root, "epochs": 1.5})
+
+
+def test_model_ranges_live_with_the_model():
+    """Every plugin model declares the ranges of its own keys; each is a key the model reads (a known key), and
+    each shipped default lies within its range."""
+    import yaml
+
+    from recbole_ssr.paths import properties_dir
+    from recbole_ssr.utils import get_model, plugin_model_names
+    from recbole_ssr.validation import RANGES, check_range, known_keys, ranges_for
+
+    assert "band_num" not in RANGES and "mask_rate" not in RANGES  # SSR's keys are SSR's
+    assert ranges_for(get_model("SSR"))["mask_rate"] == ("float", 0.0, 1.0, "[)")
+    assert "mask_rate" not in ranges_for(get_model("VBPR"))
+    for model in plugin_model_names():
+        ranges = ranges_for(get_model(model))
+        with open(os.path.join(properties_dir(), "model", f"{model}.yaml"), encoding="utf-8") as handle:
+            defaults = yaml.safe_load(handle) or {}
+        for key, spec in ranges.items():
+            assert key in known_keys(), (model, key)
+            if key in defaults and not isinstance(defaults[key], dict):
+                check_range(key, defaults[key], f"properties/model/{model}.yaml", spec)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("latin-1 byte", r"tiny.inter: line 4, column 3 holds the byte b'\\xe9', which is not UTF-8; interaction files "
+                     r"must be UTF-8"),
+    ("latin-1 byte, atomic", r"atom.inter: line 3, column 2 holds the byte b'\\xe9', which is not UTF-8"),
+    ("item id far beyond the features", r"data row 241 has itemID 99999999999, but the feature files have 30 rows"),
+    ("item id far beyond, no features", r"the largest itemID is 99999999999 for \d+ distinct items"),
+    ("typed header with x_label", r"the header is RecBole-typed .*x_label:float.* would be ignored"),
+    ("feature file [N, 0]", r"image_feat.npy: has shape \(30, 0\), i.e. no feature columns"),
+    (".inter is a folder", r"tiny.inter is a folder, but the interaction file is expected there"),
+])
+def test_data_faults_are_one_line(make_mmrec, make_atomic, tmp_path, capfd, never_train, case, message):
+    root, name, frame = make_mmrec()
+    folder = f"{root}/{name}"
+    inter = f"{folder}/{name}.inter"
+    model = "VBPR"
+    extra = []
+    if case == "latin-1 byte":
+        with open(inter, "r+b") as handle:
+            lines = handle.read().split(b"\n")
+            lines[3] = lines[3][:2] + b"\xe9" + lines[3][3:]
+            handle.seek(0)
+            handle.truncate()
+            handle.write(b"\n".join(lines))
+    elif case == "latin-1 byte, atomic":
+        config, name, _ = make_atomic()
+        path = tmp_path / "atomic" / name / f"{name}.inter"
+        lines = path.read_bytes().split(b"\n")
+        lines[2] = lines[2][:1] + b"\xe9" + lines[2][1:]
+        path.write_bytes(b"\n".join(lines))
+        root, model = config["data_path"], "BPR"
+        extra = ["--benchmark_filename=~"]
+    elif case.startswith("item id far beyond"):
+        with open(inter, "a") as handle:
+            handle.write("3\t99999999999\t0\n")
+        if case.endswith("no features"):
+            for modality in ("image", "text"):
+                os.remove(f"{folder}/{modality}_feat.npy")
+            model = "BPR"
+    elif case == "typed header with x_label":
+        typed = frame[["userID", "itemID", "x_label"]].copy()
+        typed.columns = ["user_id:token", "item_id:token", "x_label:float"]
+        typed.to_csv(inter, sep="\t", index=False)
+    elif case == "feature file [N, 0]":
+        np.save(f"{folder}/image_feat.npy", np.zeros((30, 0), dtype=np.float32))
+    elif case == ".inter is a folder":
+        os.remove(inter)
+        os.mkdir(inter)
+    args = tiny_args(root, name, *extra)
+    args[0] = f"--model={model}"
+    status, err = run_cli(capfd, *args)
+    assert status == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert re.search(message, err), err
+
+
+def test_a_loss_that_becomes_nan_names_the_model_and_what_to_lower(make_mmrec, capfd):
+    root, name, _ = make_mmrec()
+    status, err = run_cli(capfd, *tiny_args(root, name, "--model=SSR", "--learning_rate=1e30", "--epochs=3",
+                                            "--train_batch_size=16"))
+    assert status == 2 and err.count("\n") == 1, err
+    assert re.search(r"^error: SSR: the training loss became NaN in epoch 0, so training stopped; lower learning_rate "
+                     r"\(now 1e\+30\) or its loss weights \(reg_weight=0.1, mask_weight=0.001, cl_weight=0.0001\)", err)
+
+
+def test_a_slow_epoch_shows_progress(make_mmrec, caplog):
+    import logging
+
+    from recbole_ssr.quick_start import run
+
+    root, name, _ = make_mmrec()
+    caplog.set_level(logging.INFO)
+    run("VBPR", name, config_dict=dict(QUICK, data_path=root, state="INFO", train_batch_size=1,
+                                       progress_interval=1e-6), saved=False)
+    lines = [r.getMessage() for r in caplog.records if "epoch 0: batch" in r.getMessage()]
+    assert lines and re.search(r"epoch 0: batch \d+ of \d+ \(\d+%\) after .*, about .* left in this epoch", lines[0])
+    caplog.clear()
+    run("VBPR", name, config_dict=dict(QUICK, data_path=root, state="INFO", train_batch_size=1,
+                                       progress_interval=0), saved=False)
+    assert not [r for r in caplog.records if "epoch 0: batch" in r.getMessage()]
+
+
+def test_analysis_from_runs_that_all_failed_is_one_line(tmp_path, capfd, never_train):
+    runs = tmp_path / "failed.runs.jsonl"
+    runs.write_text(json.dumps({"model": "BPR", "dataset": "tiny", "seed": 1, "status": "failed", "error": "x"}) + "\n")
+    status, err = run_cli(capfd, "--analysis=groups", f"--analysis_from={runs}")
+    assert status == 2 and err.count("\n") == 1
+    assert re.search(r"--analysis_from: .*failed.runs.jsonl hold no finished run \(1 run\(s\), none with status ok\)",
+                     err), err
+    empty = tmp_path / "empty.runs.jsonl"
+    empty.write_text("")
+    status, err = run_cli(capfd, "--analysis=groups", f"--analysis_from={empty}")
+    assert status == 2 and "hold no finished run (0 run(s)" in err

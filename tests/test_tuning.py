@@ -193,9 +193,10 @@ def test_search_selects_by_valid_records_failures_and_best_yaml_reproduces(local
     from recbole_ssr.quick_start import run
 
     root, name, _ = make_mmrec()
-    # learning_rate -1 makes the optimiser raise: that trial must fail alone
+    # learning_rate 1e30 makes the loss NaN: that trial must fail alone (a value out of range, e.g. -1, is refused
+    # before the search starts: tests/test_reliability.py)
     (tmp_path / "space.yaml").write_text(
-        "learning_rate: {grid: [0.01, -1.0, 0.001]}\n"
+        "learning_rate: {grid: [0.01, 1.0e+30, 0.001]}\n"
         "embedding_size: {choice: [8, 16]}\n"
         "search: {grace_period: 1}\n")
     code = main(["--model=BPR", f"--dataset={name}", f"--data_path={root}", "--tune=space.yaml", "--epochs=2",
@@ -208,8 +209,8 @@ def test_search_selects_by_valid_records_failures_and_best_yaml_reproduces(local
     rows = read_rows(summary["trials_csv"])
     assert len(rows) == 3 and summary["n_trials"] == 3
     failed = [r for r in rows if r["status"] == "failed"]
-    assert len(failed) == 1 and failed[0]["config/learning_rate"] == "-1.0"
-    assert "learning_rate=-1.0" in failed[0]["error"] and "out of range" in failed[0]["error"]
+    assert len(failed) == 1 and float(failed[0]["config/learning_rate"]) == 1e30
+    assert "BPR: the training loss became NaN" in failed[0]["error"], failed[0]["error"]
     assert all(r["status"] in ("completed", "stopped") for r in rows if r is not failed[0])
 
     ranked = [r for r in rows if r["status"] != "failed"]

@@ -103,7 +103,8 @@ def run_ablation(models, dataset, spec, overrides, settings):
     report += [f"![ablation]({os.path.basename(chart)})", "", common.GROUP_DEFINITIONS]
     common.write_report(folder, "ablation", report,
                         {"summary": common.summary_rows(summary, ("model", "variant")), "runs": runs,
-                         "skipped": [{"model": m, "variant": l, "reason": r} for m in models for l, r in plans[m][1]]}, spec.results)
+                         "skipped": [{"model": m, "variant": l, "reason": r} for m in models for l, r in plans[m][1]]}, spec.results,
+                        models, dataset)
     print(f"\n{dataset}: ablation, test metrics mean ± std over seeds\n\n{table}")
     return folder
 

@@ -228,7 +228,8 @@ def run_bands(models, dataset, spec, overrides, settings):
     runs = [dict(r["outcome"], seed=r["seed"], status="ok") for r in per_seed]
     common.write_report(folder, "bands", report,
                         {"runs": runs, "seeds": seeds, **{k: v for k, v in tables.items()},
-                         "band_edges": {r["seed"]: r["band_edges"] for r in per_seed}}, spec.results)
+                         "band_edges": {r["seed"]: r["band_edges"] for r in per_seed}}, spec.results,
+                        models, dataset)
     return folder
 
 

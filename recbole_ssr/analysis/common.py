@@ -7,9 +7,9 @@ import os
 from recbole_ssr.config import Config
 from recbole_ssr.errors import ConfigError, yaml_error_text
 from recbole_ssr.evaluation import analysis_defaults, check_bounds
-from recbole_ssr.report import append_jsonl, markdown_table, mean_std, plain
+from recbole_ssr.report import markdown_table, mean_std, plain
 from recbole_ssr.runner import RunSpec, run_many
-from recbole_ssr.safe_io import atomic_write, new_stamped_folder, write_json
+from recbole_ssr.safe_io import append_jsonl, atomic_write, new_stamped_folder, stamped, write_json
 #: settings that are also configuration keys of every run (kept in the run overrides)
 RUN_KEYS = ("group_degree_bounds",)
 
@@ -220,12 +220,13 @@ def describe_runs(runs, overrides):
     return text
 
 
-def write_report(folder, name, lines, payload, results=None):
-    """``<name>.md`` and ``<name>.json`` in ``folder`` (+ the ``results`` JSON); prints where they are."""
+def write_report(folder, name, lines, payload, results=None, models=(), dataset=None):
+    """``<name>.md`` and ``<name>.json`` in ``folder`` (+ the ``results`` JSON, marked as this analysis of ``models``
+    on ``dataset``); prints where they are."""
     report = os.path.join(folder, f"{name}.md")
     with atomic_write(report) as f:
         f.write("\n".join(lines).rstrip() + "\n")
-    payload = plain(dict(payload, analysis=name, output_dir=folder))
+    payload = stamped(plain(dict(payload, analysis=name, output_dir=folder)), f"{name} analysis", models, dataset)
     write_json(os.path.join(folder, f"{name}.json"), payload)
     if results:
         write_json(results, payload)

@@ -28,8 +28,10 @@ def runs_from_files(paths, models, dataset):
     if without_groups:
         print(f"[analysis] --analysis_from: {len(without_groups)} run(s) have no group metrics (key 'groups') and "
               f"are left out: {', '.join(without_groups)}", flush=True)
-    if not runs:
-        raise ConfigError(f"--analysis_from: no run of {', '.join(models)} with group metrics in {', '.join(paths)}.")
+    if not any(run["status"] == "ok" for run in runs):
+        raise ConfigError(f"--analysis_from: no finished run of {', '.join(models)} with group metrics in "
+                          f"{', '.join(paths)} ({len(runs)} failed run(s)); pass the results of finished runs, or leave "
+                          "--analysis_from out to train them.")
     return runs, without_groups
 
 
@@ -80,6 +82,7 @@ def run_groups(models, dataset, spec, overrides, settings):
               "## Every metric", "", detail, "", f"![{metric} per group]({os.path.basename(chart)})", "",
               common.GROUP_DEFINITIONS]
     common.write_report(folder, "groups", report, {"summary": common.summary_rows(summary, ("model", "group")),
-                                                   "runs": runs}, spec.results)
+                                                   "runs": runs}, spec.results,
+                        models, dataset)
     print(f"\n{dataset}: {metric} per group, mean ± std over seeds\n\n{metric_table}")
     return folder

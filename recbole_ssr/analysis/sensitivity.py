@@ -95,7 +95,8 @@ def run_sensitivity(models, dataset, spec, overrides, settings):
     write_csv(os.path.join(folder, "sensitivity_summary.csv"),
                      common.summary_rows(summary, ("model", "key", "value")))
     common.write_report(folder, "sensitivity", report,
-                        {"summary": common.summary_rows(summary, ("model", "key", "value")), "runs": runs}, spec.results)
+                        {"summary": common.summary_rows(summary, ("model", "key", "value")), "runs": runs}, spec.results,
+                        models, dataset)
     print(f"\n{dataset}: sensitivity, test metrics mean ± std over seeds\n\n" + "\n".join(printed))
     return folder
 

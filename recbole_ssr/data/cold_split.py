@@ -30,7 +30,7 @@ import pandas as pd
 
 from recbole_ssr.cache import content_key, file_signature
 from recbole_ssr.errors import ConfigError, DataError
-from recbole_ssr.safe_io import staged_folder
+from recbole_ssr.safe_io import staged_folder, write_json
 
 PHASES = ("train", "valid", "test")
 DEFAULT_SEED = 2025
@@ -100,8 +100,7 @@ def apply_cold_item_split(data_path, name, item_field, ratio, seed, cache_dir):
                   "test_cold": sorted(halves["test"]),
                   "moved": {phase: int(mask.sum()) for phase, mask in moving.items()},
                   "interactions": {phase: int(len(frame)) for phase, frame in out.items()}}
-        with open(os.path.join(staging, "cold_items.json"), "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
+        write_json(os.path.join(staging, "cold_items.json"), report, indent=1)
     getLogger().info(f"item cold-start split of '{name}': {n_cold} of {len(candidates)} training items held out "
                      f"({len(halves['valid'])} -> valid, {len(halves['test'])} -> test), "
                      f"{report['moved']} training interactions moved; files in {target}")

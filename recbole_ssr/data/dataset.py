@@ -1,5 +1,7 @@
 """The one dataset class every multimodal model uses: RecBole's ``Dataset`` plus aligned content features."""
 
+import glob
+import os
 from logging import getLogger
 
 import numpy as np
@@ -12,6 +14,16 @@ compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its
 from recbole.data.dataset import Dataset  # noqa: E402
 
 from recbole_ssr.data.features import load_modalities  # noqa: E402
+from recbole_ssr.data.source import non_utf8_error  # noqa: E402
+from recbole_ssr.errors import DataError  # noqa: E402
+
+
+def _non_utf8_interaction_file(config):
+    for path in sorted(glob.glob(os.path.join(config["data_path"], f"{config['dataset']}.*"))):
+        error = non_utf8_error(path) if os.path.isfile(path) else None
+        if error is not None:
+            return error
+    return DataError(f"a file of dataset '{config['dataset']}' in {config['data_path']} is not UTF-8 text; convert it.")
 
 
 class MultimodalDataset(Dataset):
@@ -26,7 +38,10 @@ class MultimodalDataset(Dataset):
     """
 
     def __init__(self, config):
-        super().__init__(config)
+        try:
+            super().__init__(config)
+        except UnicodeDecodeError:  # RecBole reads the atomic files as UTF-8: name the file and line at fault
+            raise _non_utf8_interaction_file(config) from None
         item_tokens = self.field2id_token[self.iid_field]
         self.modality_features, self.feature_report = load_modalities(config, item_tokens, config["dataset_dir"])
         for name, info in self.feature_report.items():

@@ -77,6 +77,10 @@ def load_feature_file(path, modality):
         raise DataError(f"{path}: not a readable .npy array ({exc}). Save features with numpy.save(path, array).") from None
     if array.ndim != 2:
         raise DataError(f"{path}: expected a 2-D array [n_items, dim], got shape {array.shape}.")
+    if array.shape[1] == 0:
+        raise DataError(f"{path}: has shape {array.shape}, i.e. no feature columns: modality '{modality}' would be "
+                        "empty. Re-extract the features, or remove the file (or leave the modality out with "
+                        "use_modalities).")
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
             or array.dtype == np.bool_):
         raise DataError(f"{path}: expected numeric features, got dtype {array.dtype}.")

@@ -22,7 +22,6 @@ interaction are still ranked, as in MMRec.
 
 import atexit
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -37,7 +36,7 @@ from recbole_ssr.data.cold_split import apply_cold_item_split, cold_split_settin
 from recbole_ssr.data.default import DEFAULT_DATASET, build_default_dataset
 from recbole_ssr.data.features import check_modalities_agree, feature_row_count
 from recbole_ssr.errors import ConfigError, DataError
-from recbole_ssr.safe_io import staged_folder
+from recbole_ssr.safe_io import staged_folder, write_json
 
 MMREC_ID_COLUMNS = ("userID", "itemID")
 MMREC_SPLIT_COLUMN = "x_label"
@@ -50,6 +49,30 @@ DOWNLOAD_HINT = (
 )
 
 
+def non_utf8_error(path):
+    """The :class:`DataError` for a text file with a byte sequence that is not UTF-8 (naming its line), or None."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        return DataError(f"{path}: line {line}, column {column} holds the byte {data[exc.start:exc.start + 1]!r}, "
+                         "which is not UTF-8; interaction files must be UTF-8 text. Convert the file (e.g. iconv -f "
+                         "latin1 -t utf-8) or fix that line.")
+    return None
+
+
+def read_header(path):
+    """The first line of an interaction file, split at tabs (a clear error for a byte that is not UTF-8)."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n").split("\t")
+    except UnicodeDecodeError:
+        raise non_utf8_error(path) from None
+
+
 def detect_layout(folder, name, declared=None):
     """Return ``'mmrec'``, ``'atomic'`` or ``None`` (no interaction file found) for ``folder``."""
     if declared:
@@ -57,17 +80,29 @@ def detect_layout(folder, name, declared=None):
             raise DataError(f"data_format '{declared}' is unknown: use 'mmrec' or 'atomic'.")
         return declared
     inter = os.path.join(folder, f"{name}.inter")
-    for path in [inter] + [os.path.join(folder, f"{name}.{phase}.inter") for phase in PHASES]:
+    splits = [os.path.join(folder, f"{name}.{phase}.inter") for phase in PHASES]
+    for path in [inter] + splits:
+        if os.path.isdir(path):
+            raise DataError(f"{path} is a folder, but the interaction file is expected there (tab-separated text "
+                            "with a header line); put the file itself at that path.")
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             raise DataError(f"{path} is empty (0 bytes): expected a header line and one interaction per line. "
                             "Copy or regenerate the file (an interrupted copy or a full disk leaves such files).")
     if not os.path.isfile(inter):
-        if os.path.isfile(os.path.join(folder, f"{name}.train.inter")):
+        if os.path.isfile(splits[0]):
             return "atomic"
         return None
-    with open(inter, "r", encoding="utf-8") as f:
-        header = f.readline().rstrip("\r\n").split("\t")
-    return "atomic" if all(":" in column for column in header) else "mmrec"
+    header = read_header(inter)
+    if not all(":" in column for column in header):
+        return "mmrec"
+    split_column = [c for c in header if c.split(":")[0] == MMREC_SPLIT_COLUMN]
+    if split_column and not all(os.path.isfile(path) for path in splits):
+        raise DataError(
+            f"{inter}: the header is RecBole-typed ({' '.join(header)}), and RecBole's atomic files have no split "
+            f"column, so its '{split_column[0]}' would be ignored and a random split drawn. For the fixed x_label "
+            "split write the MMRec header (userID itemID [rating] [timestamp] x_label, without ':type'); for a random "
+            "split remove the column.")
+    return "atomic"
 
 
 def missing_dataset_error(folder, name, modality_files=None):
@@ -83,7 +118,9 @@ def read_mmrec_inter(path, require_split=True):
     """Read and validate an MMRec ``.inter`` file; returns a DataFrame with int64 ids (and x_label if present)."""
     try:
         frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise non_utf8_error(path) from None
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: cannot be read as a tab-separated file with a header line ({exc}).") from None
     columns = list(frame.columns)
     for column in MMREC_ID_COLUMNS:
@@ -128,16 +165,40 @@ def read_mmrec_inter(path, require_split=True):
     return frame
 
 
+#: without feature files, item ids may run past the number of distinct items by this factor (ids left out by a
+#: filter) before they are taken for something else than MMRec's 0-based item ids
+SPARSE_ID_FACTOR = 100
+
+
+def check_item_ids(frame, path, n_feature_rows):
+    """MMRec item ids are rows of the feature files (row i = item i), and every id below the largest is an item to
+    rank: an id at or past the feature rows, or (without features) ids far beyond the number of distinct items,
+    is an error before anything is allocated for them."""
+    largest = int(frame["itemID"].max())
+    distinct = int(frame["itemID"].nunique())
+    if n_feature_rows and largest >= n_feature_rows:
+        row = int(np.flatnonzero(frame["itemID"].to_numpy() >= n_feature_rows)[0])
+        raise DataError(f"{path}: data row {row + 1} has itemID {frame['itemID'].iloc[row]}, but the feature files have "
+                        f"{n_feature_rows} rows (row i = item i, so item ids are 0..{n_feature_rows - 1}). Remap the ids "
+                        "to 0-based row numbers, or extract features for every item.")
+    if not n_feature_rows and largest + 1 > max(SPARSE_ID_FACTOR * distinct, 1_000_000):
+        raise DataError(f"{path}: the largest itemID is {largest} for {distinct} distinct items; MMRec item ids are "
+                        "0-based row numbers (0..n_items-1), and every id below the largest would be ranked as an "
+                        "item. Remap the ids (python -m recbole_ssr.prepare does), or use RecBole atomic files "
+                        "(item_id:token) for arbitrary ids.")
+
+
 def _write_atomic(frame, path, columns):
     typed = {"userID": "user_id:token", "itemID": "item_id:token", "rating": "rating:float", "timestamp": "timestamp:float"}
     out = frame[list(columns)].rename(columns=typed)
     out.to_csv(path, sep="\t", index=False)
 
 
-def convert_mmrec(folder, name, cache_dir, n_items_hint=0, require_split=True):
+def convert_mmrec(folder, name, cache_dir, n_items_hint=0, require_split=True, rows_are_items=True):
     """Convert ``<folder>/<name>.inter`` (MMRec) into RecBole atomic files under ``cache_dir``; return that folder.
 
-    ``n_items_hint``: the number of feature rows; every id below it becomes an item even without interactions.
+    ``n_items_hint``: the number of feature rows; every id below it becomes an item even without interactions
+    (``rows_are_items``: row i of the feature files is item i, so no item id may reach ``n_items_hint``).
     The conversion is written to a temporary folder and renamed into place, so concurrent runs never see half a
     conversion; an up-to-date conversion is reused.
     """
@@ -149,6 +210,7 @@ def convert_mmrec(folder, name, cache_dir, n_items_hint=0, require_split=True):
         return target
 
     frame = read_mmrec_inter(source, require_split=require_split)
+    check_item_ids(frame, source, int(n_items_hint) if rows_are_items else 0)
     columns = [c for c in ("userID", "itemID", "rating", "timestamp") if c in frame.columns]
     counts = {}
     with staged_folder(target, marker="DONE") as staging:
@@ -161,8 +223,8 @@ def convert_mmrec(folder, name, cache_dir, n_items_hint=0, require_split=True):
         n_items = max(int(n_items_hint), int(frame["itemID"].max()) + 1)
         pd.DataFrame({"item_id:token": np.arange(n_items)}).to_csv(
             os.path.join(staging, f"{name}.item"), sep="\t", index=False)
-        with open(os.path.join(staging, "DONE"), "w", encoding="utf-8") as f:
-            json.dump(dict(key, phases=counts, n_interactions=int(len(frame))), f)
+        write_json(os.path.join(staging, "DONE"), dict(key, phases=counts, n_interactions=int(len(frame))),
+                   indent=None)
     getLogger().info(f"converted MMRec dataset {source} -> {target} ({len(frame)} interactions, {counts})")
     return target
 
@@ -213,11 +275,11 @@ def prepare_source(config):
     check_modalities_agree(config, folder)
     protocol = config["eval_protocol"]
     if source.layout == "mmrec":
+        rows_named = "feature_item_ids" in config and config["feature_item_ids"] is not None
         converted = convert_mmrec(folder, name, cache_dir_or_scratch(config), feature_row_count(config, folder),
-                                  require_split=(protocol == "mmrec"))
+                                  require_split=(protocol == "mmrec"), rows_are_items=not rows_named)
         config["data_path"] = converted
-        with open(os.path.join(converted, f"{name}.inter"), "r", encoding="utf-8") as f:
-            columns = [c.split(":")[0] for c in f.readline().strip().split("\t")]
+        columns = [c.split(":")[0] for c in read_header(os.path.join(converted, f"{name}.inter"))]
         config["load_col"] = {"inter": columns, "item": ["item_id"]}
         config["USER_ID_FIELD"], config["ITEM_ID_FIELD"] = "user_id", "item_id"
         config["RATING_FIELD"] = "rating" if "rating" in columns else None

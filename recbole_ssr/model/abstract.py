@@ -50,11 +50,19 @@ class MultimodalRecommender(GeneralRecommender):
     ``calculate_loss``; scoring (``predict``/``full_sort_predict``) is the inner product of those embeddings,
     computed once per evaluation and cached (the cache is dropped whenever the model switches train/eval mode or
     loads weights, so it never outlives one evaluation pass).
+
+    ``config_ranges``: the valid values of the model's own numeric configuration keys, ``{key: (kind, lowest,
+    highest[, bounds])}``: ``kind`` "int" (whole numbers) or "float" (numbers), "int?"/"float?" when ``~`` is
+    allowed too, "int{}" when a ``{modality: value}`` mapping is too (each entry checked); ``lowest``/``highest`` None = unbounded; ``bounds`` "[]" (default, both ends allowed), "(]", "[)"
+    or "()". A value set on the command line, in a yaml or in a search space is checked against them before any data
+    is loaded (:mod:`recbole_ssr.validation`); entries of a subclass add to (and override) its bases'. RecBole-wide
+    keys (``epochs``, ``learning_rate``, ``embedding_size``, ...) are checked centrally and need no entry.
     """
 
     input_type = InputType.PAIRWISE
     #: smallest number of content modalities the model needs
     min_modalities = 0
+    config_ranges = {"knn_k": ("int", 1, None), "n_mm_layers": ("int", 0, None), "reg_weight": ("float", 0.0, None)}
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -166,6 +174,7 @@ class GraphRecommender(MultimodalRecommender):
     (``embedding_size`` d, Xavier-uniform), propagated by LightGCN (:meth:`lightgcn`)."""
 
     min_modalities = 1
+    config_ranges = {"n_ui_layers": ("int", 0, None)}
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -214,6 +223,9 @@ class MultiViewRecommender(GraphRecommender):
     (temperature ``cl_temperature``) + ``reg_weight`` · ½Σ‖e‖²/B on the final batch embeddings.
     Subclasses implement ``views()`` -> (final, side, content) embeddings of all nodes, users first.
     """
+
+    config_ranges = {"knn_k": ("int{}", 1, None), "cl_loss": ("float", 0.0, None),
+                     "cl_temperature": ("float", 0.0, None, "()")}
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -285,6 +297,7 @@ class UserGraphRecommender(MultimodalRecommender):
     """
 
     min_modalities = 1
+    config_ranges = {"user_knn_k": ("int", 1, None)}
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

@@ -43,6 +43,7 @@ class BM3(GraphRecommender):
     docstring."""
 
     input_type = InputType.POINTWISE
+    config_ranges = {"cl_weight": ("float", 0.0, None)}
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

@@ -52,6 +52,8 @@ class GRCN(GraphRecommender):
     """Routing (1), refinement (2), ID propagation (3), concatenation (4), BPR + regulariser (5); numbers refer to
     the module docstring."""
 
+    config_ranges = {"n_routing": ("int", 0, None)}
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         latent = int(config["latent_embedding"])

@@ -52,6 +52,8 @@ class LATTICE(GraphRecommender):
     """Learned + original item graphs (1-3) over the item IDs (4) on top of LightGCN (5), BPR (6); numbers refer to
     the module docstring."""
 
+    config_ranges = {"feat_embed_dim": ("int", 1, None), "lambda_coeff": ("float", 0.0, 1.0)}
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.n_ui_layers, self.n_layers = int(config["n_ui_layers"]), int(config["n_layers"])

@@ -41,6 +41,10 @@ from recbole_ssr.model.losses import bpr_loss
 class LGMRec(GraphRecommender):
     """Local (collaborative + modality graph) and global (hypergraph) embeddings; see the module docstring."""
 
+    config_ranges = {"feat_embed_dim": ("int?", 1, None), "n_hyper_layer": ("int", 0, None),
+                     "hyper_num": ("int", 1, None), "keep_rate": ("float", 0.0, 1.0, "(]"),
+                     "alpha": ("float", 0.0, None), "cl_weight": ("float", 0.0, None)}
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         dim = self.embedding_size

@@ -52,6 +52,14 @@ PREFERENCE_INITS = ("uniform", "normal")
 
 class SSR(MultimodalRecommender):
     min_modalities = 0
+    config_ranges = {
+        "band_num": ("int", 1, None), "cheb_order": ("int", 1, None), "k_poly": ("int", 0, None),
+        "eigen_max_nodes": ("int", 0, None), "band_refresh_every": ("int", 0, None),
+        "band_col_chunk": ("int?", 1, None),
+        "mlp_hidden_size": ("int", 1, None), "cp_rank": ("int", 1, None), "cl_max_nodes": ("int?", 1, None),
+        "mask_rate": ("float", 0.0, 1.0, "[)"), "mask_weight": ("float", 0.0, None), "cl_weight": ("float", 0.0, None),
+        "align_weight": ("float", 0.0, None), "align_temperature": ("float", 0.0, None, "()"),
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

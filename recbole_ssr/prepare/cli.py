@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from recbole_ssr.errors import UsageError, one_line_parser
 from recbole_ssr.prepare.errors import PrepareError
 
 EPILOG = """\
@@ -17,7 +18,7 @@ missing_text_itemIDs.csv / missing_image_itemIDs.csv.
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = one_line_parser(
         prog="python -m recbole_ssr.prepare",
         description="Build an MMRec-layout multimodal dataset (k-core, id mapping, per-user split, text and "
                     "image features) from raw interactions, item metadata and item images.",
@@ -53,12 +54,18 @@ def build_parser():
     parser.add_argument("--device", default="auto", help="torch device for the encoders: auto (default), cpu, "
                                                           "cuda, cuda:1, ...")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines, only errors")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files of an earlier run into --output that were edited since it wrote them")
     return parser
 
 
 def main(argv=None):
     """Run the command; returns the exit status (0 ok, 1 bad input, 2 bad usage)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     def log(message):
         if not args.quiet:
@@ -72,7 +79,7 @@ def main(argv=None):
             name=args.name, kcore=args.kcore, seed=args.seed, split=args.split,
             text_encoder=args.text_encoder, image_encoder=args.image_encoder, batch_size=args.batch_size,
             device=args.device, fallback=args.fallback, skip_bad_images=args.skip_bad_images,
-            progress=False if args.quiet else None, log=log)
+            progress=False if args.quiet else None, log=log, overwrite=args.overwrite)
     except PrepareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

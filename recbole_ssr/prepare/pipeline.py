@@ -1,5 +1,6 @@
 """The preparation pipeline: raw files in, an MMRec-layout dataset folder out (see ``recbole_ssr.prepare``)."""
 
+import hashlib
 import json
 import logging
 import os
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from recbole_ssr.prepare import encoders as enc
-from recbole_ssr.safe_io import new_staging_folder, replace_folder
+from recbole_ssr.safe_io import finite_json, new_staging_folder, replace_folder
 from recbole_ssr.prepare.errors import PrepareError
 from recbole_ssr.prepare.kcore import kcore_mask
 from recbole_ssr.prepare.readers import index_images, load_image, read_interactions, read_items
@@ -177,22 +178,41 @@ def _image_features(images_dir, item_ids, encoder, device, batch_size, fallback,
     return features, np.flatnonzero(~present), info
 
 
-def _check_output_is_ours(output):
+def file_sha256(path):
+    """The sha256 of a file's content (hex), read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_output_is_ours(output, overwrite=False):
     """``--output`` is replaced as a whole, so it must be missing, empty, or a folder an earlier run of this command
-    wrote (its ``prepare_summary.json`` lists every file in it). Anything else is refused and left untouched."""
+    wrote (its ``prepare_summary.json`` lists every file in it) whose files are unchanged since (their content hashes
+    are in the summary; ``overwrite`` allows replacing changed ones). Anything else is refused and left untouched."""
     if not output or not os.path.isdir(output):
         return
     present = sorted(os.listdir(output))
     if not present:
         return
-    ours = set()
+    ours, hashes = set(), {}
     summary_path = os.path.join(output, SUMMARY)
     if os.path.isfile(summary_path):
         try:
             with open(summary_path, "r", encoding="utf-8") as handle:
-                ours = set(json.load(handle).get("files", []))
-        except (OSError, ValueError, AttributeError):
-            ours = set()
+                summary = json.load(handle)
+            ours, hashes = set(summary.get("files", [])), dict(summary.get("sha256") or {})
+        except (OSError, ValueError, AttributeError, TypeError):
+            ours, hashes = set(), {}
+    changed = [f for f in present if f in hashes and os.path.isfile(os.path.join(output, f))
+               and file_sha256(os.path.join(output, f)) != hashes[f]]
+    if changed and not overwrite:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise PrepareError(
+            f"--output {output}: {shown} changed since prepare wrote {'it' if len(changed) == 1 else 'them'} (the "
+            f"content no longer matches the hashes in {SUMMARY}); the folder is left untouched. Pass --overwrite to "
+            "replace the edited file(s) anyway, or copy them elsewhere first.")
     foreign = [f for f in present if f not in ours]
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
@@ -208,13 +228,14 @@ def _tsv_bytes(frame):
 
 def prepare_dataset(interactions, output, name, items=None, images=None, kcore=5, seed=999, split="random",
                     text_encoder=None, image_encoder=None, batch_size=32, device=None, fallback="mean",
-                    skip_bad_images=False, progress=None, log=None):
+                    skip_bad_images=False, progress=None, log=None, overwrite=False):
     """Turn raw interactions (+ item metadata, + an image folder) into an MMRec-layout dataset folder.
 
     ``text_encoder``/``image_encoder``: a spec string (see :mod:`recbole_ssr.prepare.encoders`), ``None`` for the
     defaults, or an encoder object. ``progress``: ``None`` = progress bars on a terminal only. ``log``: a callable
     taking one message string (default: the ``recbole_ssr.prepare`` logger). Nothing is written unless every step
-    succeeds. Returns a :class:`PrepareResult`; raises :class:`PrepareError` for bad input.
+    succeeds. ``overwrite``: replace files of an earlier run that were edited since (refused otherwise).
+    Returns a :class:`PrepareResult`; raises :class:`PrepareError` for bad input.
     """
     log = log or _default_log
     _check_options(name, kcore, seed, split, batch_size, fallback)
@@ -234,7 +255,7 @@ def prepare_dataset(interactions, output, name, items=None, images=None, kcore=5
         if given is not None and os.path.abspath(given) in outputs:
             raise PrepareError(f"{given} is both an input and a file this command writes; choose another "
                                "--output folder (or --name) so the raw data is not overwritten.")
-    _check_output_is_ours(output)
+    _check_output_is_ours(output, overwrite)
     # encoder specs are checked now (a typo fails fast) and loaded only once the interactions are ready
     if isinstance(text_encoder, str) or text_encoder is None:
         enc.text_encoder_kind(text_encoder)
@@ -353,9 +374,12 @@ def prepare_dataset(interactions, output, name, items=None, images=None, kcore=5
             "split": {"method": split, "seed": int(seed) if split == "random" else None, "counts": counts},
             "modalities": infos,
             "files": sorted(written + [SUMMARY]),
+            # content hashes: a re-run into this folder refuses to replace a file edited since
+            "sha256": {f: file_sha256(os.path.join(staging, f)) for f in sorted(written)},
         }
-        write(SUMMARY, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-        _check_output_is_ours(output)  # again: nothing may have appeared there while we worked
+        write(SUMMARY, (json.dumps(finite_json(summary), indent=2, sort_keys=True, allow_nan=False) + "\n")
+              .encode("utf-8"))
+        _check_output_is_ours(output, overwrite)  # again: nothing may have appeared there while we worked
         for stale in os.listdir(output) if os.path.isdir(output) else ():
             if stale not in written:
                 log(f"removed {stale} of the earlier run (this run does not write it)")

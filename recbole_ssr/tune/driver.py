@@ -39,14 +39,16 @@ from recbole_ssr.data.source import prepare_source
 from recbole_ssr.errors import ConfigError, RecboleSSRError
 from recbole_ssr.report import find_unfinished, plain, read_json
 from recbole_ssr.runner import ray_session
-from recbole_ssr.safe_io import new_stamped_folder, write_json
+from recbole_ssr.safe_io import new_stamped_folder, stamped, write_json
 from recbole_ssr.search_space import (default_settings, dotted_roots, inline_config_files, load_search_space,
                                       parse_search_space, read_yaml)
 from recbole_ssr.tune.results import BEST_JSON, BEST_YAML, STATUSES, TRIALS_CSV, select_best, trial_record, \
     write_best_yaml, write_trials_csv
 from recbole_ssr.tune.trial import CHECKPOINTS, evaluate_checkpoint_task, trial_dirname, trial_main
-from recbole_ssr.validation import EXTRA_KEYS, check_known_keys, check_output_locations
+from recbole_ssr.utils import get_model
+from recbole_ssr.validation import EXTRA_KEYS, check_known_keys, check_output_locations, check_search_space
 
+KIND = "search"
 MANIFEST = "search.json"
 RAY_DIR = "ray"
 TRIALS_DIR = "trials"
@@ -226,6 +228,8 @@ def run_search(model, dataset, spec, overrides, forced_settings=None):
         space = space.without_grid()
     space.check_searcher(settings["search_alg"])
 
+    # the space's values within the model's ranges, before its fixed keys reach Config as "the command line"
+    check_search_space(space, get_model(manifest["model"]))
     prepared = _prepare_driver(manifest["model"], manifest["dataset"], manifest["config_files"],
                                manifest["base_config_dict"], list(space.params))
     # the config files' content travels with the trials (no file of the driver is read on another Ray node)
@@ -265,7 +269,7 @@ def run_search(model, dataset, spec, overrides, forced_settings=None):
         records = _run_tuner(folder, manifest, space, settings, base, prepared, resume=bool(spec.resume))
         summary = _finish(folder, manifest, space, settings, base, records)
     if spec.results:
-        write_json(spec.results, plain(summary))
+        write_json(spec.results, stamped(plain(summary), KIND, [manifest["model"]], manifest["dataset"]))
     return summary
 
 
@@ -390,7 +394,8 @@ def _finish(folder, manifest, space, settings, base, records):
     }
     if note:
         summary["note"] = note
-    write_json(os.path.join(folder, BEST_JSON), plain(summary))
+    write_json(os.path.join(folder, BEST_JSON), stamped(plain(summary), KIND, [manifest["model"]],
+                                                        manifest["dataset"]))
     manifest["status"] = "done"
     write_json(os.path.join(folder, MANIFEST), plain(manifest))
     _report(summary)
