@@ -83,9 +83,9 @@ def time_training_steps(models, batches):
 
 def build(name, dataset, overrides, prepared=None):
     """(model in train mode with its optimizer, trainer, train data, valid data) at the model's yaml defaults;
-    ``prepared``: the output of ``recbole_ssr.quick_start.prepare`` for this model and dataset, if already made."""
-    from recbole_ssr.quick_start import prepare
-    from recbole_ssr.utils import get_model, get_trainer
+    ``prepared``: the output of ``recbole_ssr.experiments.run.prepare`` for this model and dataset, if already made."""
+    from recbole_ssr.experiments.run import prepare
+    from recbole_ssr.model.registry import get_model, get_trainer
 
     config, _, (train_data, valid_data, _) = prepared or prepare(name, dataset, config_dict=dict(overrides))
     torch.manual_seed(0)
@@ -110,7 +110,7 @@ def measure_memory(name, dataset, overrides, batches):
     loading, model building, the epoch hook, ``batches`` training steps (after one warm-up) and one full-sort
     evaluation; its RSS once the data is loaded; and the peak RSS after that point (Linux: the peak is reset
     through /proc/self/clear_refs once the data is loaded, so data loading's own peak does not hide the model's)."""
-    from recbole_ssr.quick_start import peak_rss_mb, prepare
+    from recbole_ssr.experiments.run import peak_rss_mb, prepare
 
     prepared = prepare(name, dataset, config_dict=dict(overrides))
     loaded = resident_mb("VmRSS")

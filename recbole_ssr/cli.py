@@ -5,15 +5,15 @@ import errno
 import os
 import sys
 
-from recbole_ssr.errors import ConfigError, RecboleSSRError, one_line_parser
-from recbole_ssr.spec import ExperimentSpec
+from recbole_ssr.core.errors import ConfigError, RecboleSSRError, one_line_parser
+from recbole_ssr.core.spec import ExperimentSpec
 
 DEFAULT_DATASET = "ml-100k"
 
 
 def default_model():
     """SSR once it is available, VBPR before."""
-    from recbole_ssr.utils import get_model
+    from recbole_ssr.model.registry import get_model
 
     try:
         get_model("SSR")
@@ -94,7 +94,7 @@ def build_parser():
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="FOLDER",
                         help="resume an interrupted search (--tune): the latest unfinished one of this model and "
                              "dataset, or the search FOLDER given")
-    # --- search resources and output (recbole_ssr/tune/) ---
+    # --- search resources and output (recbole_ssr/experiments/tune/) ---
     parser.add_argument("--cpus_per_trial", type=float, default=None, help="CPUs per trial (--tune; default 1)")
     parser.add_argument("--gpus_per_trial", type=float, default=None,
                         help="GPUs per trial, fractions allowed, e.g. 0.5 (--tune; default 0 = CPU)")
@@ -139,8 +139,8 @@ def parse_args(argv):
 
 def check_options(spec):
     """The runner's own options, before anything is loaded: names not empty, no model twice, counts and ASHA
-    settings within range (the search settings' own rules, :func:`recbole_ssr.search_space.setting_error`)."""
-    from recbole_ssr.search_space import setting_error
+    settings within range (the search settings' own rules, :func:`recbole_ssr.config.search_space.setting_error`)."""
+    from recbole_ssr.config.search_space import setting_error
 
     for option in ("model", "dataset"):
         value = getattr(spec, option)
@@ -164,7 +164,7 @@ def check_options(spec):
         if error is not None:
             raise error
     if spec.results is not None:
-        from recbole_ssr.safe_io import check_results_name
+        from recbole_ssr.core.safe_io import check_results_name
 
         check_results_name(spec.results)
 
@@ -179,9 +179,9 @@ def results_kind(spec, models):
 
 
 def check_results_target(spec, models, dataset):
-    """``--results`` can be written, and replacing it is allowed (:func:`recbole_ssr.safe_io.check_may_replace`):
+    """``--results`` can be written, and replacing it is allowed (:func:`recbole_ssr.core.safe_io.check_may_replace`):
     checked before anything is trained."""
-    from recbole_ssr.safe_io import check_may_replace, check_writable_file
+    from recbole_ssr.core.safe_io import check_may_replace, check_writable_file
 
     check_writable_file(spec.results, "--results")
     inputs = {path: "a config file (--config_files)" for path in spec.config_files or []}
@@ -191,7 +191,7 @@ def check_results_target(spec, models, dataset):
     kind = results_kind(spec, models)
     check_may_replace(spec.results, kind, models, dataset, overwrite=spec.overwrite, inputs=inputs)
     if kind in ("side-by-side", "tuned benchmark"):
-        from recbole_ssr.safe_io import check_appendable_log, check_may_replace_table
+        from recbole_ssr.core.safe_io import check_appendable_log, check_may_replace_table
 
         stem = spec.results[:-len(".json")]
         check_may_replace_table(f"{stem}.csv", "model,runs_ok,runs_failed", "--results table", spec.overwrite)
@@ -215,7 +215,7 @@ def main(argv=None):
     try:
         spec, overrides = parse_args(argv)
         if spec.tune:
-            from recbole_ssr.paths import resolve_shipped
+            from recbole_ssr.core.paths import resolve_shipped
 
             spec.tune = resolve_shipped(spec.tune)  # the documented properties/search/<Model>.yaml, from anywhere
         if "show_progress" not in overrides and sys.stdout.isatty():
@@ -224,7 +224,7 @@ def main(argv=None):
             if spec.analysis != "groups":
                 raise ConfigError("--analysis_from builds a report from finished runs: it works with "
                                   "--analysis=groups only (the other analyses train their own variants).")
-            from recbole_ssr.report import load_runs
+            from recbole_ssr.core.report import load_runs
 
             spec.analysis_from = [f for f in spec.analysis_from.replace(",", " ").split() if f]
             found = load_runs(spec.analysis_from)
@@ -240,23 +240,23 @@ def main(argv=None):
             check_results_target(spec, models, dataset)
         # the library modules below import torch and RecBole: imported here so that --help stays fast
         if spec.tune and (spec.tune == "auto" or len(models) > 1 or spec.seeds > 1):
-            from recbole_ssr.tuned_benchmark import run_tuned_benchmark
+            from recbole_ssr.experiments.tune.tuned_benchmark import run_tuned_benchmark
 
             if spec.tune != "auto" and len(models) > 1:
                 raise ConfigError(f"--tune={spec.tune} is one search space; with several models use --tune=auto "
                                   "(each model's properties/search/<Model>.yaml).")
             run_tuned_benchmark(models, dataset, spec, overrides)
         elif spec.tune:
-            from recbole_ssr.tune.driver import run_search
+            from recbole_ssr.experiments.tune.driver import run_search
 
             run_search(models[0], dataset, spec, overrides)
         elif spec.analysis:
-            from recbole_ssr.analysis import run_analysis
+            from recbole_ssr.experiments.analysis import run_analysis
 
             run_analysis(spec.analysis, models, dataset, spec, overrides)
         elif len(models) > 1 or spec.seeds > 1:
-            from recbole_ssr.benchmark import run_side_by_side
-            from recbole_ssr.runner import ray_session
+            from recbole_ssr.experiments.side_by_side import run_side_by_side
+            from recbole_ssr.experiments.runner import ray_session
 
             if spec.address:  # every (model, seed) run a Ray task on the cluster
                 with ray_session(spec.address):
@@ -266,7 +266,7 @@ def main(argv=None):
                 run_side_by_side(models, dataset, spec.seeds, spec.config_files, overrides, spec.results,
                                  overwrite=spec.overwrite)
         else:
-            from recbole_ssr.quick_start import run
+            from recbole_ssr.experiments.run import run
 
             outcome = run(models[0], dataset, spec.config_files, overrides, results=spec.results,
                           overwrite=spec.overwrite)

@@ -66,8 +66,8 @@ def run_one(model_name, args):
     from recbole.data.interaction import Interaction
     from recbole.utils import init_seed
 
-    from recbole_ssr.quick_start import peak_rss_mb, prepare
-    from recbole_ssr.utils import get_model, get_trainer
+    from recbole_ssr.experiments.run import peak_rss_mb, prepare
+    from recbole_ssr.model.registry import get_model, get_trainer
 
     cuda = args.device == "cuda"
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
@@ -248,7 +248,7 @@ def table(results, args):
 
 
 def write_outputs(results, args):
-    from recbole_ssr.safe_io import atomic_write, write_json
+    from recbole_ssr.core.safe_io import atomic_write, write_json
 
     write_json(args.out + ".json", results)
     header = (f"# GPU check: {args.dataset}, seed {args.seed}, one epoch, {args.devices[0]} vs {args.devices[1]}\n\n"
@@ -313,8 +313,8 @@ def main(argv=None):
                   f"CPU-only torch build ({torch.__version__}), or CUDA_VISIBLE_DEVICES hides it); nothing was "
                   "run. --devices=cpu,cpu checks the script itself.", file=sys.stderr)
             return EXIT_NO_CUDA
-    from recbole_ssr.errors import ConfigError
-    from recbole_ssr.utils import get_model
+    from recbole_ssr.core.errors import ConfigError
+    from recbole_ssr.model.registry import get_model
 
     for model in models:
         try:

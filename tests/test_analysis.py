@@ -1,5 +1,5 @@
 """The paper's analyses: group evaluation, item cold-start split, ablation variants, band diagnostics, sensitivity,
-their reports and plots (recbole_ssr/analysis, recbole_ssr/data/cold_split.py). Tiny data, a few seconds each."""
+their reports and plots (recbole_ssr/experiments/analysis, recbole_ssr/data/cold_split.py). Tiny data, a few seconds each."""
 
 import json
 import os
@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from conftest import QUICK, REPO_ROOT
-from recbole_ssr.analysis import common, run_analysis
-from recbole_ssr.analysis.ablation import plan_variants
-from recbole_ssr.analysis.bands import cross_modal_similarity, energy_shares, gate_weights_by_degree
-from recbole_ssr.evaluation import bucket_index, bucket_labels, check_bounds, groups_markdown, training_degrees
-from recbole_ssr.errors import ConfigError
-from recbole_ssr.quick_start import prepare, run
-from recbole_ssr.spec import ExperimentSpec
-from recbole_ssr.utils import get_model
+from recbole_ssr.experiments.analysis import common, run_analysis
+from recbole_ssr.experiments.analysis.ablation import plan_variants
+from recbole_ssr.experiments.analysis.bands import cross_modal_similarity, energy_shares, gate_weights_by_degree
+from recbole_ssr.training.evaluation import bucket_index, bucket_labels, check_bounds, groups_markdown, training_degrees
+from recbole_ssr.core.errors import ConfigError
+from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.core.spec import ExperimentSpec
+from recbole_ssr.model.registry import get_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BOUNDS = [4, 5]  # the tiny users have 4-6 training items

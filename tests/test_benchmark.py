@@ -6,9 +6,9 @@ import json
 import pytest
 
 from conftest import QUICK
-from recbole_ssr.benchmark import main as merge_main, run_side_by_side
-from recbole_ssr.report import mean_std
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.experiments.side_by_side import main as merge_main, run_side_by_side
+from recbole_ssr.core.report import mean_std
+from recbole_ssr.core.errors import ConfigError
 
 
 def test_side_by_side_aggregates_seeds_and_reports_failures(make_mmrec, tmp_path, capsys):

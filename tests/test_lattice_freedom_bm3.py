@@ -8,12 +8,12 @@ import torch
 from recbole.data.interaction import Interaction
 
 from conftest import QUICK
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.model.graph import (bipartite_adjacency, bipartite_edges, degree_edge_weights,
                                      degree_sensitive_pruning, graph_product, sample_edges)
-from recbole_ssr.quick_start import prepare, run
-from recbole_ssr.trainer import MultimodalTrainer
-from recbole_ssr.utils import get_model
+from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.training.trainer import MultimodalTrainer
+from recbole_ssr.model.registry import get_model
 
 MODELS = ["LATTICE", "FREEDOM", "BM3"]
 ONE, TWO, THREE = {"image": 16}, {"image": 16, "text": 8}, {"image": 16, "text": 8, "audio": 12}

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
 from conftest import QUICK
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.model.graph import bipartite_adjacency, sparse_max, user_item_block
 from recbole_ssr.model.layers import per_modality
 from recbole_ssr.model.smore import FUSION, SpectralFilter
-from recbole_ssr.quick_start import prepare, run
-from recbole_ssr.utils import get_model
+from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.model.registry import get_model
 
 MODELS = ["MGCN", "LGMRec", "SMORE"]
 MODALITY_SETS = {1: {"image": 16}, 2: {"image": 16, "text": 8}, 3: {"image": 16, "text": 8, "audio": 5}}

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
 from conftest import QUICK, REPO_ROOT, tiny_interactions
-from recbole_ssr.config import Config
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.config.configurator import Config
+from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.model.graph import cooccurrence_neighbours, edge_softmax, neighbour_graph, sample_user_neighbours
-from recbole_ssr.quick_start import prepare, run
-from recbole_ssr.search_space import load_search_space
-from recbole_ssr.trainer import MultimodalTrainer
-from recbole_ssr.utils import get_model
+from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.config.search_space import load_search_space
+from recbole_ssr.training.trainer import MultimodalTrainer
+from recbole_ssr.model.registry import get_model
 
 MODELS = ["MMGCN", "GRCN", "DualGNN", "SLMRec", "DRAGON"]
 MODALITY_SETS = {1: {"image": 16}, 2: {"image": 16, "text": 8}, 3: {"image": 16, "text": 8, "audio": 5}}

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
 from conftest import QUICK
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.model.ssr_layers import BandGate, BandOperator, band_contrastive_loss, mask_bands
-from recbole_ssr.quick_start import prepare, run
-from recbole_ssr.utils import get_model
+from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.model.registry import get_model
 
 
 def build(make_mmrec, modalities=None, dataset="tiny", **overrides):
@@ -268,7 +268,7 @@ def test_out_modes_score_with_their_embeddings(make_mmrec, out_mode):
 def test_ssr_loss_decreases_over_a_few_epochs(make_mmrec):
     root, name, _ = make_mmrec()
     losses = []
-    from recbole_ssr.trainer import MultimodalTrainer
+    from recbole_ssr.training.trainer import MultimodalTrainer
 
     config, _, (train, valid, _) = prepare("SSR", name, config_dict=dict(
         QUICK, data_path=root, epochs=6, learning_rate=0.01, eval_step=0))
@@ -405,7 +405,7 @@ def test_user_branch_weights_start_as_a_softmax_and_are_used_linearly(make_mmrec
 def test_band_scale_multiplies_the_bands_in_training_and_evaluation(make_mmrec):
     """band_scale [1, 1, 0] scores exactly as the full model with the high band removed at inference, and in
     training the step sees the scaled bands (same loss as the plain whole-bands implementation of scaled bands)."""
-    from recbole_ssr.errors import ConfigError
+    from recbole_ssr.core.errors import ConfigError
 
     full, _ = build(make_mmrec)
     without_high, _ = build(make_mmrec, band_scale=[1.0, 1.0, 0.0])
@@ -428,7 +428,7 @@ def test_band_scale_multiplies_the_bands_in_training_and_evaluation(make_mmrec):
 def test_eval_band_scale_changes_scoring_only(make_mmrec):
     """eval_band_scale leaves training untouched (same loss and gradients as the plain model), scores like the
     scaled bands at evaluation ([1, 1, 0] = the high band removed at inference), and can be set after training."""
-    from recbole_ssr.errors import ConfigError
+    from recbole_ssr.core.errors import ConfigError
 
     plain, _ = build(make_mmrec)
     scaled, _ = build(make_mmrec, eval_band_scale=[1.0, 1.0, 0.0])

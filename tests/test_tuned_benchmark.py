@@ -9,9 +9,9 @@ import yaml
 
 from conftest import ctrl_c_when
 from recbole_ssr.cli import main, parse_args
-from recbole_ssr.errors import ConfigError
-from recbole_ssr.search_space import parse_search_space
-from recbole_ssr.tune.driver import planned_trials, run_search
+from recbole_ssr.core.errors import ConfigError
+from recbole_ssr.config.search_space import parse_search_space
+from recbole_ssr.experiments.tune.driver import planned_trials, run_search
 
 TINY = ["--epochs=1", "--state=ERROR", "--train_batch_size=64"]
 
@@ -140,8 +140,8 @@ def test_tuned_benchmark_searches_seeds_tabulates_and_resumes(local_ray, make_mm
     assert "| model | chosen configuration | trials | stopped by ASHA |" in out
     assert os.path.isfile(tmp_path / "out" / "tuned.csv")
 
-    # the table rebuilt from the folder (python -m recbole_ssr.tuned_benchmark FOLDER) is the same table
-    from recbole_ssr.tuned_benchmark import main as report_main
+    # the table rebuilt from the folder (python -m recbole_ssr.experiments.tune.tuned_benchmark FOLDER) is the same table
+    from recbole_ssr.experiments.tune.tuned_benchmark import main as report_main
 
     assert report_main([folder, "--results=out/again.json"]) == 0
     again = json.loads((tmp_path / "out" / "again.json").read_text())

@@ -11,12 +11,12 @@ import yaml
 
 from conftest import QUICK, REPO_ROOT, ctrl_c_when
 from recbole_ssr.cli import main, parse_args
-from recbole_ssr.errors import ConfigError
-from recbole_ssr.search_space import (
+from recbole_ssr.core.errors import ConfigError
+from recbole_ssr.config.search_space import (
     DISTRIBUTIONS, apply_params, default_settings, load_search_space, parse_search_space)
-from recbole_ssr.tune.driver import new_search_folder, resolve_settings, run_search
-from recbole_ssr.tune.results import select_best
-from recbole_ssr.tune.trial import BestTracker, evaluate_checkpoint
+from recbole_ssr.experiments.tune.driver import new_search_folder, resolve_settings, run_search
+from recbole_ssr.experiments.tune.results import select_best
+from recbole_ssr.experiments.tune.trial import BestTracker, evaluate_checkpoint
 
 SEARCH_DIR = os.path.join(REPO_ROOT, "properties", "search")
 
@@ -98,8 +98,8 @@ def test_dotted_keys_set_one_entry_of_a_mapping():
 
 
 def test_shipped_search_files_parse_and_name_real_config_keys():
-    from recbole_ssr.config import Config
-    from recbole_ssr.utils import get_model
+    from recbole_ssr.config.configurator import Config
+    from recbole_ssr.model.registry import get_model
 
     files = sorted(f for f in glob.glob(os.path.join(SEARCH_DIR, "*.yaml")) if not f.endswith("defaults.yaml"))
     models = {os.path.basename(f)[:-5] for f in files}
@@ -169,7 +169,7 @@ def test_search_argument_errors(make_mmrec, tmp_path):
 
 def test_checkpoint_evaluation_repeats_the_runs_own_test_result(make_mmrec, tmp_path):
     """The policy for trials stopped early by ASHA: their best-valid checkpoint is evaluated after the search."""
-    from recbole_ssr.quick_start import run
+    from recbole_ssr.experiments.run import run
 
     root, name, _ = make_mmrec()
     config = dict(QUICK, data_path=root, epochs=3, checkpoint_dir=str(tmp_path / "ckpt"))
@@ -190,7 +190,7 @@ def read_rows(path):
 
 
 def test_search_selects_by_valid_records_failures_and_best_yaml_reproduces(local_ray, make_mmrec, tmp_path):
-    from recbole_ssr.quick_start import run
+    from recbole_ssr.experiments.run import run
 
     root, name, _ = make_mmrec()
     # learning_rate 1e30 makes the loss NaN: that trial must fail alone (a value out of range, e.g. -1, is refused

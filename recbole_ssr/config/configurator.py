@@ -10,7 +10,7 @@ Priority, lowest to highest (each level overrides the ones before it):
 6. ``config_file_list`` (``--config_files``), in order;
 7. ``config_dict`` (the runner passes the command line's ``--key=value`` here).
 
-Every key the user sets is checked before any data is loaded (:mod:`recbole_ssr.validation`): an unknown key, a
+Every key the user sets is checked before any data is loaded (:mod:`recbole_ssr.config.validation`): an unknown key, a
 value of the wrong type or out of range, or a metric RecBole does not compute is a :class:`ConfigError`.
 
 RecBole's own parsing of ``sys.argv`` is switched off: the runner owns the command line, and a library call
@@ -20,17 +20,17 @@ RecBole's own parsing of ``sys.argv`` is switched off: the runner owns the comma
 import contextlib
 import os
 
-from recbole_ssr import compat
+from recbole_ssr.core import compat
 
 compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its fixes
 
 from recbole.config import Config as RecBoleConfig  # noqa: E402
 
 from recbole_ssr.data.source import locate  # noqa: E402
-from recbole_ssr.errors import ConfigError, yaml_error_text  # noqa: E402
-from recbole_ssr.paths import properties_dir  # noqa: E402
-from recbole_ssr.utils import get_model  # noqa: E402
-from recbole_ssr.validation import check_duplicate_keys, validate  # noqa: E402
+from recbole_ssr.core.errors import ConfigError, yaml_error_text  # noqa: E402
+from recbole_ssr.core.paths import properties_dir  # noqa: E402
+from recbole_ssr.model.registry import get_model  # noqa: E402
+from recbole_ssr.config.validation import check_duplicate_keys, validate  # noqa: E402
 
 EVAL_PROTOCOLS = ("mmrec", "recbole")
 VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
@@ -72,7 +72,7 @@ class Config(RecBoleConfig):
 
     def _load_config_files(self, file_list):
         """RecBole's loading of ``--config_files``, with one clear error for a malformed file or one that is not a
-        mapping, and a note of which file set each key (for the messages of :mod:`recbole_ssr.validation`)."""
+        mapping, and a note of which file set each key (for the messages of :mod:`recbole_ssr.config.validation`)."""
         import yaml
 
         merged, self.key_sources = {}, {}

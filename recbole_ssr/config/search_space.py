@@ -28,8 +28,8 @@ import math
 import numbers
 import os
 
-from recbole_ssr.errors import ConfigError, yaml_error_text
-from recbole_ssr.paths import properties_dir
+from recbole_ssr.core.errors import ConfigError, yaml_error_text
+from recbole_ssr.core.paths import properties_dir
 
 DISTRIBUTIONS = {
     "choice": "a non-empty list of values, one drawn at random per trial",
@@ -70,7 +70,7 @@ def yaml_loader():
 def read_yaml(path, what="search-space file"):
     import yaml
 
-    from recbole_ssr.validation import check_duplicate_keys
+    from recbole_ssr.config.validation import check_duplicate_keys
 
     if os.path.isdir(path):
         raise ConfigError(f"{what} '{path}' is a folder, but a yaml file is expected; name the file inside it.")

@@ -22,9 +22,9 @@ import glob
 import os
 from functools import lru_cache
 
-from recbole_ssr.errors import ConfigError
-from recbole_ssr.paths import properties_dir
-from recbole_ssr.safe_io import check_writable_folder
+from recbole_ssr.core.errors import ConfigError
+from recbole_ssr.core.paths import properties_dir
+from recbole_ssr.core.safe_io import check_writable_folder
 
 EXTRA_KEYS = "extra_keys"
 
@@ -235,7 +235,7 @@ def check_lr_decay(final, sources):
 
 
 def check_search_space(space, model_class=None):
-    """Every value the search ``space`` (:class:`recbole_ssr.search_space.SearchSpace`) can give a ranged key lies
+    """Every value the search ``space`` (:class:`recbole_ssr.config.search_space.SearchSpace`) can give a ranged key lies
     within the key's range (a dotted key ``knn_k.image`` takes the range of ``knn_k``); checked before the search
     starts, so no trial fails on it. The error names the space file and the entry."""
     ranges = ranges_for(model_class)

@@ -1,7 +1,7 @@
 """Content keys of the on-disk caches (MMRec conversions, item cold-start splits, graphs): a cache entry is named by
 a hash of everything it was built from (its source files' path, size and modification time, its parameters, a
 format version), so an edited source or a changed setting gets a new entry and a stale one is never read.
-Entries are published whole (:func:`recbole_ssr.safe_io.staged_folder`, :func:`recbole_ssr.safe_io.save_with`)."""
+Entries are published whole (:func:`recbole_ssr.core.safe_io.staged_folder`, :func:`recbole_ssr.core.safe_io.save_with`)."""
 
 import hashlib
 import json

@@ -6,18 +6,18 @@ imported, so every process that imports ``recbole_ssr`` - the CLI, tests, and ea
 the package first) - gets the same fixes. Nothing here sets a process-wide environment variable.
 
 What is *not* here, on purpose:
-- ``torch.load(weights_only=False)`` is scoped to loading our own checkpoints in :mod:`recbole_ssr.trainer`
+- ``torch.load(weights_only=False)`` is scoped to loading our own checkpoints in :mod:`recbole_ssr.training.trainer`
   (files this process wrote); it is never changed globally.
 - pandas 3 (copy-on-write turns RecBole's in-place ``fillna`` into a silent no-op and changes ``Series.agg(len)``)
   is avoided by the ``pandas<3`` pin in setup.cfg; :func:`check_versions` reports a violation clearly.
 - RecBole's ``quick_start`` (imports ``ray.tune`` at import time, calls the removed ``tune.report(**kw)``) is never
-  imported: the plugin has its own :mod:`recbole_ssr.quick_start`.
+  imported: the plugin has its own :mod:`recbole_ssr.experiments.run`.
 """
 
 import numpy as np
 import scipy.sparse as sp
 
-from recbole_ssr.deps import require_recbole
+from recbole_ssr.core.deps import require_recbole
 
 _APPLIED = False
 

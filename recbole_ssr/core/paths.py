@@ -7,10 +7,10 @@ one), so an installed package finds them beside its code, whatever the working d
 
 import os
 
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.core.errors import ConfigError
 
 ENV_VAR = "RECBOLE_SSR_PROPERTIES"
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # recbole_ssr/
 
 
 def _is_properties(path):

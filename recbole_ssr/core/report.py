@@ -1,7 +1,7 @@
 """Bottom-layer helpers for results: plain JSON values, mean ± std, markdown and CSV tables, the improvement rule,
 and reading results files back. Each exists once here; every other module imports it from here.
 
-Imports point down only: this module needs :mod:`recbole_ssr.errors` and :mod:`recbole_ssr.safe_io`, nothing else
+Imports point down only: this module needs :mod:`recbole_ssr.core.errors` and :mod:`recbole_ssr.core.safe_io`, nothing else
 of the package (no torch, no RecBole), so the CLI, the runners, the analyses and the trainer can all use it.
 """
 
@@ -11,8 +11,8 @@ import json
 import math
 import os
 
-from recbole_ssr.errors import RecboleSSRError
-from recbole_ssr.safe_io import PROVENANCE_KEY, atomic_write, read_jsonl
+from recbole_ssr.core.errors import RecboleSSRError
+from recbole_ssr.core.safe_io import PROVENANCE_KEY, atomic_write, read_jsonl
 
 
 def plain(value):
@@ -132,7 +132,7 @@ def files_to_table_main(prog, description, files_help, action, argv=None):
     status 2."""
     import sys
 
-    from recbole_ssr.errors import one_line_parser
+    from recbole_ssr.core.errors import one_line_parser
 
     parser = one_line_parser(prog=prog, description=description, allow_abbrev=False)
     parser.add_argument("files", nargs="+", help=files_help)

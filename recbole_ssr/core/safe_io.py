@@ -26,7 +26,7 @@ import time
 import uuid
 from contextlib import contextmanager, suppress
 
-from recbole_ssr.errors import ConfigError, RecboleSSRError
+from recbole_ssr.core.errors import ConfigError, RecboleSSRError
 
 PROGRAM = "recbole-ssr"
 PROVENANCE_KEY = "written_by"

@@ -7,7 +7,7 @@ from logging import getLogger
 import numpy as np
 import scipy.sparse as sp
 
-from recbole_ssr import compat
+from recbole_ssr.core import compat
 
 compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its fixes
 
@@ -15,7 +15,7 @@ from recbole.data.dataset import Dataset  # noqa: E402
 
 from recbole_ssr.data.features import load_modalities  # noqa: E402
 from recbole_ssr.data.source import non_utf8_error  # noqa: E402
-from recbole_ssr.errors import DataError  # noqa: E402
+from recbole_ssr.core.errors import DataError  # noqa: E402
 
 
 def _non_utf8_interaction_file(config):

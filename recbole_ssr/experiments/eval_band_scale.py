@@ -1,6 +1,6 @@
 """Choose SSR's ``eval_band_scale`` on validation, after training (docs/ssr.md, "Extensions").
 
-    python benchmarks/ssr_eval_band_scale.py RUN... [--high=1,0.75,0.5,0.25,0] [--candidates=JSON]
+    python -m recbole_ssr.experiments.eval_band_scale RUN... [--high=1,0.75,0.5,0.25,0] [--candidates=JSON]
         [--results=eval_band_scale.json]
 
 Each RUN is a trained SSR: a run's ``--results`` JSON (its ``checkpoint`` entry) or a checkpoint file
@@ -27,9 +27,9 @@ import sys
 import torch
 
 import recbole_ssr  # noqa: F401  (the RecBole compatibility fixes, before RecBole is used)
-from recbole_ssr.errors import ConfigError, RecboleSSRError, one_line_parser
-from recbole_ssr.report import markdown_table, mean_std, plain
-from recbole_ssr.safe_io import check_may_replace, check_results_name, check_writable_file, stamped, write_json
+from recbole_ssr.core.errors import ConfigError, RecboleSSRError, one_line_parser
+from recbole_ssr.core.report import markdown_table, mean_std, plain
+from recbole_ssr.core.safe_io import check_may_replace, check_results_name, check_writable_file, stamped, write_json
 
 KIND = "eval_band_scale"
 
@@ -60,7 +60,7 @@ def checkpoint_path(run):
 
 def read_checkpoint(path):
     """The checkpoint at ``path`` (a clear error for a file that is not an SSR checkpoint of this package)."""
-    from recbole_ssr.trainer import load_own_checkpoint
+    from recbole_ssr.training.trainer import load_own_checkpoint
 
     try:
         checkpoint = load_own_checkpoint(path, "cpu")
@@ -78,8 +78,8 @@ def load_trained(path, checkpoint=None):
     from recbole.utils import init_logger, init_seed
 
     from recbole_ssr.data.dataloader import data_preparation  # the package's protocol (not RecBole's own)
-    from recbole_ssr.trainer import training_data_fingerprint
-    from recbole_ssr.utils import create_dataset, get_model, get_trainer
+    from recbole_ssr.training.trainer import training_data_fingerprint
+    from recbole_ssr.model.registry import create_dataset, get_model, get_trainer
 
     checkpoint = checkpoint or read_checkpoint(path)
     config = checkpoint["config"]

@@ -5,18 +5,18 @@ r"""The side-by-side table for a paper: ``bench.tex``, a booktabs ``tabular`` in
   small type (``with_std``); a model with fewer successful seeds than the others says so after its name;
 * per column the best mean is **bold** and the second best underlined. Ranks are taken on the *printed* (rounded)
   means, so values that look equal get the same emphasis, and every model sharing a rank shares it;
-* given the significance result (:func:`recbole_ssr.significance.compare_to_best`), each model's marker is a
+* given the significance result (:func:`recbole_ssr.experiments.significance.compare_to_best`), each model's marker is a
   superscript after its name and the caption explains it, beside the number of seeds;
 * model names and every other text are escaped for LaTeX (``_``, ``&``, ``%``, ``#``, ...).
 
-The document needs ``\usepackage{booktabs}``. Imports: :mod:`recbole_ssr.significance` and
-:mod:`recbole_ssr.safe_io`.
+The document needs ``\usepackage{booktabs}``. Imports: :mod:`recbole_ssr.experiments.significance` and
+:mod:`recbole_ssr.core.safe_io`.
 """
 
 import math
 
-from recbole_ssr import significance as sig
-from recbole_ssr.safe_io import atomic_write
+from recbole_ssr.experiments import significance as sig
+from recbole_ssr.core.safe_io import atomic_write
 
 _ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -48,7 +48,7 @@ def latex_table(rows, metrics, n_seeds, significance=None, dataset=None, label="
     """The ``bench.tex`` text of summary ``rows`` (``model``, ``runs_ok``, ``<metric>_mean``, ``<metric>_std``).
 
     ``n_seeds``: the seeds each model was run with (the caption says how many); ``significance``: the result of
-    :func:`recbole_ssr.significance.compare_to_best` for these models (None: no markers).
+    :func:`recbole_ssr.experiments.significance.compare_to_best` for these models (None: no markers).
     """
     markers, legend = {}, ""
     if significance is not None:

@@ -5,20 +5,20 @@ import resource
 import sys
 from logging import getLogger
 
-from recbole_ssr import compat
+from recbole_ssr.core import compat
 
 compat.apply()
 
 from recbole.utils import get_local_time, init_logger, init_seed  # noqa: E402
 
-from recbole_ssr.config import Config  # noqa: E402
+from recbole_ssr.config.configurator import Config  # noqa: E402
 from recbole_ssr.data.dataloader import data_preparation  # noqa: E402
-from recbole_ssr.utils import create_dataset, get_model, get_trainer  # noqa: E402
-from recbole_ssr.report import plain  # noqa: E402
-from recbole_ssr.safe_io import (check_may_replace, check_results_name, check_writable_file,  # noqa: E402
+from recbole_ssr.model.registry import create_dataset, get_model, get_trainer  # noqa: E402
+from recbole_ssr.core.report import plain  # noqa: E402
+from recbole_ssr.core.safe_io import (check_may_replace, check_results_name, check_writable_file,  # noqa: E402
                                  stamped, write_json_or_rescue)
-from recbole_ssr.trainer import training_data_fingerprint  # noqa: E402
-from recbole_ssr.validation import check_output_locations  # noqa: E402
+from recbole_ssr.training.trainer import training_data_fingerprint  # noqa: E402
+from recbole_ssr.config.validation import check_output_locations  # noqa: E402
 
 
 def peak_rss_mb():
@@ -31,7 +31,9 @@ def code_version():
     """``git describe`` of the source checkout this package runs from (None outside a git checkout)."""
     import subprocess
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    import recbole_ssr
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(recbole_ssr.__file__)))
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True, text=True,
                              timeout=10)
@@ -59,7 +61,7 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):
 
 def _group_metrics(trainer, test_data, train_dataset, logger):
     """Test metrics per user-degree bucket and for cold-start items (the trainer's ``evaluate_groups``,
-    :mod:`recbole_ssr.evaluation`); a failure here is logged and recorded, never allowed to lose the finished run.
+    :mod:`recbole_ssr.training.evaluation`); a failure here is logged and recorded, never allowed to lose the finished run.
     None for a trainer without that capability."""
     if not hasattr(trainer, "evaluate_groups"):
         return None
@@ -77,13 +79,13 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     Returns (and, with ``results=PATH``, writes as JSON) ``{model, dataset, best_valid_result, test_result,
     groups, best_epoch, epochs_run, seconds_per_epoch, valid_history, model_summary, n_params, peak_rss_mb,
     config, checkpoint}`` (``checkpoint``: the best-valid weights' file, None with ``saved=False``); ``groups`` holds the test metrics per user training-degree bucket and for cold-start items
-    (:mod:`recbole_ssr.evaluation`); ``valid_history`` the learning curve; ``model_summary`` what the model's
+    (:mod:`recbole_ssr.training.evaluation`); ``valid_history`` the learning curve; ``model_summary`` what the model's
     optional ``results_summary()`` reports about its best-valid weights (SSR: its band-mixing matrices).
     ``callback_fn(epoch, valid_score, valid_result)`` is called after every evaluation;
     ``on_ready(model, trainer, (train_data, valid_data, test_data))`` once before training (the analyses use it
     to inspect the model; after ``run`` returns, the model holds the best-valid weights).
     ``results`` must end in ``.json``; an existing file there is replaced only when it holds this run's own kind of
-    output for the same model and dataset, or with ``overwrite`` (:func:`recbole_ssr.safe_io.check_may_replace`). A
+    output for the same model and dataset, or with ``overwrite`` (:func:`recbole_ssr.core.safe_io.check_may_replace`). A
     results file that cannot be written (a full disk) is an error naming it; the finished results are then kept in
     the temporary folder.
     """
@@ -127,7 +129,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         "finished_at": get_local_time(),
         "code_version": started_from,
         "config": config_snapshot(config),
-        # the best-valid weights (for evaluating them again, e.g. benchmarks/ssr_eval_band_scale.py)
+        # the best-valid weights (for evaluating them again, e.g. recbole_ssr/experiments/eval_band_scale.py)
         "checkpoint": os.path.abspath(trainer.saved_model_file) if saved else None,
     }
     logger.info(f"best valid: {outcome['best_valid_result']}")

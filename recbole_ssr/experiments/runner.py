@@ -1,6 +1,6 @@
 """Many training runs, each isolated: in fresh local processes, or as Ray tasks on a (possibly multi-node) cluster.
 
-One run is :func:`recbole_ssr.quick_start.run` for one (model, dataset, configuration) — a :class:`RunSpec`. The
+One run is :func:`recbole_ssr.experiments.run.run` for one (model, dataset, configuration) — a :class:`RunSpec`. The
 side-by-side mode, the analyses and the tuned benchmark hand their runs to :func:`run_many` (the tuned benchmark,
 which submits runs while its searches go on, to :class:`RayBatch` directly), which
 
@@ -27,9 +27,9 @@ import traceback
 
 import torch
 
-from recbole_ssr import compat
-from recbole_ssr.errors import ConfigError
-from recbole_ssr.quick_start import run
+from recbole_ssr.core import compat
+from recbole_ssr.core.errors import ConfigError
+from recbole_ssr.experiments.run import run
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ mmrec protocol; under the recbole protocol RecBole draws it from the seed). Outp
 ``<results>.json`` (every run and the summary) and ``<results>.csv`` (the summary, one row per model); while the
 batch runs, every finished run is appended to ``<results>.runs.jsonl``. Runs made separately (one ``--results``
 file per seed, or an interrupted batch's ``.runs.jsonl``) are merged into the same table and files with
-``python -m recbole_ssr.benchmark FILE... --results=OUT.json``.
+``python -m recbole_ssr.experiments.side_by_side FILE... --results=OUT.json``.
 Standard deviations are sample standard deviations (ddof = 1; 0 for one seed).
 
 A batch is **resumable**: ``<results>.runs.jsonl`` is only ever appended to, and running the same command again
@@ -21,16 +21,16 @@ import json
 import os
 import time
 
-from recbole_ssr.config import Config, visible_devices_unchanged
-from recbole_ssr.errors import ConfigError, RecboleSSRError
-from recbole_ssr.quick_start import config_snapshot
-from recbole_ssr.report import files_to_table_main, load_runs, mean_std, write_csv
-from recbole_ssr.runner import RunSpec, run_many
-from recbole_ssr.safe_io import (append_jsonl, check_appendable_log, check_may_replace, check_may_replace_table,
+from recbole_ssr.config.configurator import Config, visible_devices_unchanged
+from recbole_ssr.core.errors import ConfigError, RecboleSSRError
+from recbole_ssr.experiments.run import config_snapshot
+from recbole_ssr.core.report import files_to_table_main, load_runs, mean_std, write_csv
+from recbole_ssr.experiments.runner import RunSpec, run_many
+from recbole_ssr.core.safe_io import (append_jsonl, check_appendable_log, check_may_replace, check_may_replace_table,
                                  check_results_name, check_writable_file, exclusive_lock, finite_json, read_jsonl,
                                  rescued, stamped, write_json)
-from recbole_ssr.search_space import inline_config_files
-from recbole_ssr.validation import check_output_locations
+from recbole_ssr.config.search_space import inline_config_files
+from recbole_ssr.config.validation import check_output_locations
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 KIND = "side-by-side"
@@ -196,7 +196,7 @@ def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, 
             raise RecboleSSRError(
                 f"writing {exc.filename or results_path} failed ({exc.strerror or exc}); every finished run is kept in "
                 f"{progress_path}. Once there is space, run the same command again (it reuses them) or merge the log: "
-                f"python -m recbole_ssr.benchmark {progress_path} --results={results_path}") from None
+                f"python -m recbole_ssr.experiments.side_by_side {progress_path} --results={results_path}") from None
     return rows, runs
 
 
@@ -241,8 +241,8 @@ def merge(paths, results_path=None, overwrite=False):
 
 
 def main(argv=None):
-    """``python -m recbole_ssr.benchmark RESULT.json ... [--results=OUT.json]``: merge separate runs into one table."""
-    return files_to_table_main("python -m recbole_ssr.benchmark", main.__doc__,
+    """``python -m recbole_ssr.experiments.side_by_side RESULT.json ... [--results=OUT.json]``: merge separate runs into one table."""
+    return files_to_table_main("python -m recbole_ssr.experiments.side_by_side", main.__doc__,
                                "results JSON files (--results output, side-by-side JSON) or runs.jsonl", merge, argv)
 
 

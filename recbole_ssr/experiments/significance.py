@@ -28,13 +28,13 @@ that differs significantly on any of them (better or worse) gets none, and neith
 whose per-user test could not run (no per-user metrics for it or for the best) is *not tested* (:data:`UNTESTED`,
 ``?``) with the reason in ``note``.
 
-Imports: :mod:`recbole_ssr.errors` and :mod:`recbole_ssr.report` (and numpy, scipy); nothing above them.
+Imports: :mod:`recbole_ssr.core.errors` and :mod:`recbole_ssr.core.report` (and numpy, scipy); nothing above them.
 """
 
 import numpy as np
 
-from recbole_ssr.errors import RecboleSSRError
-from recbole_ssr.report import mean_std
+from recbole_ssr.core.errors import RecboleSSRError
+from recbole_ssr.core.report import mean_std
 
 METRICS = ("recall@20", "ndcg@20")
 MARKER = "†"
@@ -128,7 +128,7 @@ def compare_to_best(runs, per_user=None, metrics=METRICS, select_metric="recall@
 
     ``runs``: run outcomes as in the results files (``model``, ``seed``, ``status``, ``test_result``,
     ``best_valid_result``); failed ones are left out. ``per_user``: ``{(model, seed): entry}``
-    (:func:`recbole_ssr.per_user.load_sidecars`); runs without an entry are not in the per-user test. Returns
+    (:func:`recbole_ssr.training.per_user.load_sidecars`); runs without an entry are not in the per-user test. Returns
     ``{"best", "select_metric", "alpha", "metrics", "marker", "models": {model: {"role": "best" | "compared" |
     "failed", "valid", "seeds", "per_user_seeds", "vs_best": "best" | "tied" | "different" | "not tested",
     "per_user": {metric: test or {"not_tested": why}}, "per_seed": {...}, "note"}}}``.

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from recbole_ssr.cache import content_key
-from recbole_ssr.safe_io import save_with
+from recbole_ssr.core.cache import content_key
+from recbole_ssr.core.safe_io import save_with
 
 
 # -- construction ----------------------------------------------------------------------------------------------------

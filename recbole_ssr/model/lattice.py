@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.model.abstract import GraphRecommender
 from recbole_ssr.model.graph import (bipartite_adjacency, bipartite_edges, knn_edges, propagate, sparse_to_csr,
                                      sym_normalize_edges)

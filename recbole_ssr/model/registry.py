@@ -3,8 +3,8 @@
 import importlib
 import pkgutil
 
-from recbole_ssr import compat
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.core import compat
+from recbole_ssr.core.errors import ConfigError
 
 compat.apply()
 
@@ -16,7 +16,7 @@ from recbole.utils import get_trainer as recbole_get_trainer  # noqa: E402
 
 from recbole_ssr.data.dataset import MultimodalDataset  # noqa: E402
 from recbole_ssr.data.source import prepare_source  # noqa: E402
-from recbole_ssr.trainer import MultimodalTrainer, with_checkpoint_fix  # noqa: E402
+from recbole_ssr.training.trainer import MultimodalTrainer, with_checkpoint_fix  # noqa: E402
 
 PLUGIN_MODEL_PACKAGE = "recbole_ssr.model"
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.model.abstract import MultimodalRecommender
 from recbole_ssr.model.graph import csr_transpose, propagate, sparse_to_csr
 from recbole_ssr.model.losses import info_nce
@@ -122,7 +122,7 @@ class SSR(MultimodalRecommender):
         self.band_scale = self.band_multipliers(config["band_scale"], "band_scale")
         self.eval_band_scale = self.band_multipliers(config["eval_band_scale"], "eval_band_scale")
         self.align_weight, self.align_temperature = float(config["align_weight"]), float(config["align_temperature"])
-        # Diagnostics (recbole_ssr.analysis; never used in training): a band zeroed at inference, last gate weights.
+        # Diagnostics (recbole_ssr.experiments.analysis; never used in training): a band zeroed at inference, last gate weights.
         self.inference_drop_band = None
         self.gate_weights = {}
 
@@ -319,7 +319,7 @@ class SSR(MultimodalRecommender):
 
     def set_eval_band_scale(self, value):
         """Score with ``eval_band_scale`` = ``value`` (a list of M multipliers, or None for the trained model);
-        training is unaffected. For choosing it on validation after training (benchmarks/ssr_eval_band_scale.py)."""
+        training is unaffected. For choosing it on validation after training (recbole_ssr/experiments/eval_band_scale.py)."""
         self.eval_band_scale = self.band_multipliers(value, "eval_band_scale")
         self._eval_cache = None
 
@@ -343,7 +343,7 @@ class SSR(MultimodalRecommender):
             outputs.append({"aggr": h, "spec": h_spec, "mix": torch.cat([h, h_spec], dim=1)}[self.out_mode])
         return tuple(outputs)
 
-    # -- diagnostics (recbole_ssr.analysis) ------------------------------------------------------------------------
+    # -- diagnostics (recbole_ssr.experiments.analysis) ------------------------------------------------------------------------
     @torch.no_grad()
     def mixing_matrices(self):
         """{side: (S [M, M] as nested lists, distance from uniform)} of the G-HSNO operators; the distance is

@@ -1,7 +1,7 @@
 """Group evaluation: test metrics per user training-degree bucket and for cold-start items (any model).
 
-The trainer computes them (:meth:`recbole_ssr.trainer.GroupEvaluationMixin.evaluate_groups`, called by
-:func:`recbole_ssr.quick_start.run` after the best-valid checkpoint has been evaluated on the test set), so every
+The trainer computes them (:meth:`recbole_ssr.training.trainer.GroupEvaluationMixin.evaluate_groups`, called by
+:func:`recbole_ssr.experiments.run.run` after the best-valid checkpoint has been evaluated on the test set), so every
 run's results carry a ``groups`` entry::
 
     {"degree_bounds": [5, 10, 20], "n_cold_items": 12,
@@ -11,7 +11,7 @@ run's results carry a ``groups`` entry::
      "cold_items_among_cold": {...}}
 
 This module holds the maths (buckets, RecBole's top-k metrics over rows of ``rec.topk``, the assembly of the entry);
-it imports no other module of the package but :mod:`recbole_ssr.errors` and :mod:`recbole_ssr.paths`.
+it imports no other module of the package but :mod:`recbole_ssr.core.errors` and :mod:`recbole_ssr.core.paths`.
 
 Definitions:
 
@@ -36,9 +36,9 @@ import os
 import numpy as np
 import torch
 
-from recbole_ssr.errors import ConfigError
-from recbole_ssr.paths import properties_dir
-from recbole_ssr.report import markdown_table
+from recbole_ssr.core.errors import ConfigError
+from recbole_ssr.core.paths import properties_dir
+from recbole_ssr.core.report import markdown_table
 
 ANALYSIS_DEFAULTS = os.path.join("analysis", "defaults.yaml")
 
@@ -60,7 +60,7 @@ def analysis_defaults():
 import numpy as np
 import torch
 
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.core.errors import ConfigError
 
 
 def default_degree_bounds():

@@ -1,6 +1,6 @@
 """Per-user test metrics, keyed by the user's original token, and the sidecar file that keeps them beside a run.
 
-The significance tests (:mod:`recbole_ssr.significance`) pair users across models, so every run keeps each
+The significance tests (:mod:`recbole_ssr.experiments.significance`) pair users across models, so every run keeps each
 evaluated user's values; tables merged from runs made on other machines or earlier are tested the same way because
 users are keyed by their token in the dataset files (internal ids depend on the order RecBole read the data).
 
@@ -30,7 +30,7 @@ every K of ``topk``.
 
 JSON floats are written in Python's shortest round-trip form, so the values read back are bit-identical.
 
-This module imports only :mod:`recbole_ssr.errors` and :mod:`recbole_ssr.safe_io` (torch and RecBole lazily).
+This module imports only :mod:`recbole_ssr.core.errors` and :mod:`recbole_ssr.core.safe_io` (torch and RecBole lazily).
 """
 
 import gzip
@@ -40,8 +40,8 @@ import os
 
 import numpy as np
 
-from recbole_ssr.errors import RecboleSSRError
-from recbole_ssr.safe_io import atomic_write, finite_json
+from recbole_ssr.core.errors import RecboleSSRError
+from recbole_ssr.core.safe_io import atomic_write, finite_json
 
 FORMAT = "recbole_ssr.per_user"
 VERSION = 1

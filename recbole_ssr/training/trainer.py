@@ -15,12 +15,12 @@ Differences from ``recbole.trainer.Trainer.fit`` (everything else - batches, los
 * Checkpoints are written to a temporary file and renamed into place: a kill during a save leaves the previous
   best checkpoint, never a torn one.
 * ``evaluate_groups(eval_data, train_dataset)``: the test metrics per user-degree bucket and for cold-start
-  items (:mod:`recbole_ssr.evaluation`), scored exactly as ``evaluate`` scores (RecBole's full-sort batches).
+  items (:mod:`recbole_ssr.training.evaluation`), scored exactly as ``evaluate`` scores (RecBole's full-sort batches).
 * ``evaluate_per_user(eval_data)``: each evaluated user's test metrics, keyed by the user's token
-  (:mod:`recbole_ssr.per_user`), from the same batches; their mean is ``evaluate``'s result.
+  (:mod:`recbole_ssr.training.per_user`), from the same batches; their mean is ``evaluate``'s result.
 * Timing and bookkeeping for the results file: ``best_epoch``, ``epochs_run``, ``seconds_per_epoch``,
   ``valid_history`` (train loss, valid score and the epoch's learning rate at every evaluation).
-* A training loss that becomes NaN stops the run with :class:`~recbole_ssr.errors.TrainingDiverged` naming the
+* A training loss that becomes NaN stops the run with :class:`~recbole_ssr.core.errors.TrainingDiverged` naming the
   model and the settings to lower (``learning_rate``, and the model's loss weights); the best checkpoint so far is
   kept.
 * Progress of a slow epoch: without RecBole's progress bar (``show_progress``), a line every
@@ -37,17 +37,17 @@ import uuid
 import numpy as np
 import torch
 
-from recbole_ssr import compat
+from recbole_ssr.core import compat
 
 compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its fixes
 
 from recbole.trainer import Trainer  # noqa: E402
 from recbole.utils import dict2str, set_color  # noqa: E402
 
-from recbole_ssr import evaluation, per_user  # noqa: E402
-from recbole_ssr.errors import TrainingDiverged  # noqa: E402
-from recbole_ssr.report import improves  # noqa: E402
-from recbole_ssr.safe_io import save_with  # noqa: E402
+from recbole_ssr.training import evaluation, per_user  # noqa: E402
+from recbole_ssr.core.errors import TrainingDiverged  # noqa: E402
+from recbole_ssr.core.report import improves  # noqa: E402
+from recbole_ssr.core.safe_io import save_with  # noqa: E402
 
 
 def training_data_fingerprint(dataset):
@@ -97,7 +97,7 @@ def load_own_checkpoint(path, device):
 
 class GroupEvaluationMixin:
     """Group metrics as a capability of the trainer: the same full-sort batches ``evaluate`` scores, cut into
-    user-degree buckets and cold-start items (:mod:`recbole_ssr.evaluation` holds the maths)."""
+    user-degree buckets and cold-start items (:mod:`recbole_ssr.training.evaluation` holds the maths)."""
 
     def evaluate_groups(self, eval_data, train_dataset):
         """The ``groups`` entry of a run for ``eval_data`` (a full-sort loader) with the model's current weights;
@@ -119,7 +119,7 @@ class GroupEvaluationMixin:
         return evaluation.group_result(metric_objects, bounds, user_degree, cold_items, collected)
 
     def evaluate_per_user(self, eval_data):
-        """``{"users": [tokens], "metrics": {"recall@20": [...], ...}}`` (:mod:`recbole_ssr.per_user`): every user
+        """``{"users": [tokens], "metrics": {"recall@20": [...], ...}}`` (:mod:`recbole_ssr.training.per_user`): every user
         of ``eval_data`` (a full-sort loader) scored with the model's current weights; None for other loaders
         (sampled evaluation) or without top-k metrics."""
         from recbole.data.dataloader import FullSortEvalDataLoader

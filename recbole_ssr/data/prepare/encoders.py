@@ -1,4 +1,4 @@
-"""Text and image encoders for ``python -m recbole_ssr.prepare``.
+"""Text and image encoders for ``python -m recbole_ssr.data.prepare``.
 
 An encoder is any object with ``name`` (str), ``dim`` (int) and ``encode(batch) -> float32 array [len(batch),
 dim]``; text encoders get a list of strings, image encoders a list of RGB ``PIL.Image``. Batching, the progress bar
@@ -32,7 +32,7 @@ import re
 
 import numpy as np
 
-from recbole_ssr.prepare.errors import PrepareError
+from recbole_ssr.data.prepare.errors import PrepareError
 
 DEFAULT_TEXT_ENCODER = "minilm"
 DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"

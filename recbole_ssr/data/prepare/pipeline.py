@@ -1,4 +1,4 @@
-"""The preparation pipeline: raw files in, an MMRec-layout dataset folder out (see ``recbole_ssr.prepare``)."""
+"""The preparation pipeline: raw files in, an MMRec-layout dataset folder out (see ``recbole_ssr.data.prepare``)."""
 
 import hashlib
 import json
@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from recbole_ssr.prepare import encoders as enc
-from recbole_ssr.safe_io import finite_json, new_staging_folder, replace_folder
-from recbole_ssr.prepare.errors import PrepareError
-from recbole_ssr.prepare.kcore import kcore_mask
-from recbole_ssr.prepare.readers import index_images, load_image, read_interactions, read_items
-from recbole_ssr.prepare.split import SPLITS, assign_labels
+from recbole_ssr.data.prepare import encoders as enc
+from recbole_ssr.core.safe_io import finite_json, new_staging_folder, replace_folder
+from recbole_ssr.data.prepare.errors import PrepareError
+from recbole_ssr.data.prepare.kcore import kcore_mask
+from recbole_ssr.data.prepare.readers import index_images, load_image, read_interactions, read_items
+from recbole_ssr.data.prepare.split import SPLITS, assign_labels
 
 FALLBACKS = ("mean", "zero")
 USER_MAPPING = "u_id_mapping.csv"
@@ -44,7 +44,7 @@ class PrepareResult:
 
 
 def _default_log(message):
-    logging.getLogger("recbole_ssr.prepare").info(message)
+    logging.getLogger("recbole_ssr.data.prepare").info(message)
 
 
 def _progress_bar(total, desc, progress):
@@ -231,9 +231,9 @@ def prepare_dataset(interactions, output, name, items=None, images=None, kcore=5
                     skip_bad_images=False, progress=None, log=None, overwrite=False):
     """Turn raw interactions (+ item metadata, + an image folder) into an MMRec-layout dataset folder.
 
-    ``text_encoder``/``image_encoder``: a spec string (see :mod:`recbole_ssr.prepare.encoders`), ``None`` for the
+    ``text_encoder``/``image_encoder``: a spec string (see :mod:`recbole_ssr.data.prepare.encoders`), ``None`` for the
     defaults, or an encoder object. ``progress``: ``None`` = progress bars on a terminal only. ``log``: a callable
-    taking one message string (default: the ``recbole_ssr.prepare`` logger). Nothing is written unless every step
+    taking one message string (default: the ``recbole_ssr.data.prepare`` logger). Nothing is written unless every step
     succeeds. ``overwrite``: replace files of an earlier run that were edited since (refused otherwise).
     Returns a :class:`PrepareResult`; raises :class:`PrepareError` for bad input.
     """

@@ -1,4 +1,4 @@
-"""Readers for the raw inputs of ``python -m recbole_ssr.prepare``.
+"""Readers for the raw inputs of ``python -m recbole_ssr.data.prepare``.
 
 * interactions: CSV (``.csv``), TSV (``.tsv``, ``.tab``, ``.txt``, RecBole's ``.inter``) or JSON lines (``.json``,
   ``.jsonl``, ``.ndjson``; a ``.json`` holding one JSON array also works), each optionally gzipped (``.gz``).
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from recbole_ssr.prepare.errors import PrepareError
+from recbole_ssr.data.prepare.errors import PrepareError
 
 INTERACTION_COLUMNS = {
     "user": ("user_id", "userid", "reviewerid", "user", "uid", "customer_id", "customerid"),

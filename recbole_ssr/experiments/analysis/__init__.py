@@ -16,11 +16,11 @@ ANALYSES = ("groups", "ablation", "bands", "sensitivity")
 
 
 def run_analysis(name, models, dataset, spec, overrides):
-    """Entry point of the CLI (``recbole_ssr.cli``; ``spec``: its :class:`~recbole_ssr.spec.ExperimentSpec`);
+    """Entry point of the CLI (``recbole_ssr.cli``; ``spec``: its :class:`~recbole_ssr.core.spec.ExperimentSpec`);
     returns the output folder."""
-    from recbole_ssr.analysis import ablation, bands, common, groups, sensitivity
-    from recbole_ssr.errors import ConfigError
-    from recbole_ssr.utils import get_model
+    from recbole_ssr.experiments.analysis import ablation, bands, common, groups, sensitivity
+    from recbole_ssr.core.errors import ConfigError
+    from recbole_ssr.model.registry import get_model
 
     runners = {"groups": groups.run_groups, "ablation": ablation.run_ablation, "bands": bands.run_bands,
                "sensitivity": sensitivity.run_sensitivity}

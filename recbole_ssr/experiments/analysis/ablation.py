@@ -15,9 +15,9 @@ Output: ``ablation.md`` (table: test metrics mean ± std over seeds, the cold-st
 
 import os
 
-from recbole_ssr.analysis import common, plots
+from recbole_ssr.experiments.analysis import common, plots
 from recbole_ssr.data.features import resolve_modalities
-from recbole_ssr.report import markdown_table, write_csv
+from recbole_ssr.core.report import markdown_table, write_csv
 
 
 def dataset_modalities(config):

@@ -35,13 +35,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recbole_ssr.analysis import common, plots
-from recbole_ssr.errors import ConfigError
-from recbole_ssr.evaluation import bucket_index, bucket_labels, degree_bounds, group_names, training_degrees
-from recbole_ssr.report import markdown_table, write_csv
+from recbole_ssr.experiments.analysis import common, plots
+from recbole_ssr.core.errors import ConfigError
+from recbole_ssr.training.evaluation import bucket_index, bucket_labels, degree_bounds, group_names, training_degrees
+from recbole_ssr.core.report import markdown_table, write_csv
 from recbole_ssr.model.spectral import band_energy_shares
-from recbole_ssr.quick_start import run
-from recbole_ssr.utils import get_model
+from recbole_ssr.experiments.run import run
+from recbole_ssr.model.registry import get_model
 
 
 def band_label(m, num_bands):

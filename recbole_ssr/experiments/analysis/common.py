@@ -4,12 +4,12 @@ import json
 import math
 import os
 
-from recbole_ssr.config import Config
-from recbole_ssr.errors import ConfigError, yaml_error_text
-from recbole_ssr.evaluation import analysis_defaults, check_bounds
-from recbole_ssr.report import markdown_table, mean_std, plain
-from recbole_ssr.runner import RunSpec, run_many
-from recbole_ssr.safe_io import append_jsonl, atomic_write, new_stamped_folder, stamped, write_json
+from recbole_ssr.config.configurator import Config
+from recbole_ssr.core.errors import ConfigError, yaml_error_text
+from recbole_ssr.training.evaluation import analysis_defaults, check_bounds
+from recbole_ssr.core.report import markdown_table, mean_std, plain
+from recbole_ssr.experiments.runner import RunSpec, run_many
+from recbole_ssr.core.safe_io import append_jsonl, atomic_write, new_stamped_folder, stamped, write_json
 #: settings that are also configuration keys of every run (kept in the run overrides)
 RUN_KEYS = ("group_degree_bounds",)
 
@@ -99,7 +99,7 @@ def run_grid(configs, dataset, spec, overrides, settings, on_result=None, progre
     """Train every ``(model, label, extra_overrides)`` with every seed (``seed, seed+1, ...``); returns the runs
     (each run's outcome plus ``label``, ``seed``, ``status``). Identical configurations are run once.
     ``analysis_isolated``: each run in a fresh process (as side-by-side mode), else in this process
-    (:func:`recbole_ssr.runner.run_many`). ``progress_path``: each finished run is appended there as one JSON line,
+    (:func:`recbole_ssr.experiments.runner.run_many`). ``progress_path``: each finished run is appended there as one JSON line,
     so a long analysis that is interrupted keeps the runs it finished."""
     overrides = dict(overrides)
     seed0 = base_seed(overrides)

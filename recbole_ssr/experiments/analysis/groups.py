@@ -1,15 +1,15 @@
 """``--analysis=groups``: test metrics per user training-degree bucket and for cold-start items, any models, mean ±
-std over seeds. Every run already records its groups (:mod:`recbole_ssr.evaluation`, computed by the trainer), so
+std over seeds. Every run already records its groups (:mod:`recbole_ssr.training.evaluation`, computed by the trainer), so
 this analysis only runs (or reads, ``--analysis_from``) the runs and tabulates them."""
 
 import os
 
 import numpy as np
 
-from recbole_ssr.analysis import common, plots
-from recbole_ssr.errors import ConfigError
-from recbole_ssr.evaluation import group_names
-from recbole_ssr.report import load_runs, markdown_table, write_csv
+from recbole_ssr.experiments.analysis import common, plots
+from recbole_ssr.core.errors import ConfigError
+from recbole_ssr.training.evaluation import group_names
+from recbole_ssr.core.report import load_runs, markdown_table, write_csv
 
 
 def runs_from_files(paths, models, dataset):

@@ -6,7 +6,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from recbole_ssr.safe_io import save_with
+from recbole_ssr.core.safe_io import save_with
 
 DPI = 110
 

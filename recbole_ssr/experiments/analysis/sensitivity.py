@@ -13,8 +13,8 @@ analysis metric overall and for the cold-start users against the value, error ba
 
 import os
 
-from recbole_ssr.analysis import common, plots
-from recbole_ssr.report import markdown_table, write_csv
+from recbole_ssr.experiments.analysis import common, plots
+from recbole_ssr.core.report import markdown_table, write_csv
 
 
 def plan_sweeps(model, dataset, spec, overrides, settings):

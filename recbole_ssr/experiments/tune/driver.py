@@ -2,15 +2,15 @@
 
 How a search runs (see docs/tuning.md for the user's view):
 
-1. The driver reads the search-space file (:mod:`recbole_ssr.search_space`), resolves the configuration once and
+1. The driver reads the search-space file (:mod:`recbole_ssr.config.search_space`), resolves the configuration once and
    prepares the dataset once (MMRec conversion / embedded-dataset build into the shared ``cache_dir``), so bad
    input fails before Ray starts and trials only load the cached files (measured on TikTok: loading the cache
    takes 0.25-0.5 s per trial, shipping a pickled dataset through the object store 0.1-0.2 s, both negligible
    next to training; the cache also stays correct when a searched key changes the dataset, so it is used).
 2. Ray is started locally (``--num_cpus``; usage stats and dashboard off) or joined (``--address``). Every trial
-   is the function trainable of :mod:`recbole_ssr.tune.trial`, so importing it in a worker applies the compat
+   is the function trainable of :mod:`recbole_ssr.experiments.tune.trial`, so importing it in a worker applies the compat
    fixes; it runs
-   :func:`recbole_ssr.quick_start.run` in its own trial folder with its own ``checkpoint_dir``, absolute data
+   :func:`recbole_ssr.experiments.run.run` in its own trial folder with its own ``checkpoint_dir``, absolute data
    and cache paths, ``cpus_per_trial`` torch threads and the GPUs Ray gave it (fractions allowed).
 3. After every evaluation a trial reports its validation result (this epoch's and the best so far); ASHA
    (default; ``--scheduler=fifo`` turns it off) stops weak trials early on the best-so-far valid metric.
@@ -34,19 +34,19 @@ import os
 import shutil
 import sys
 
-from recbole_ssr.config import Config, visible_devices_unchanged
+from recbole_ssr.config.configurator import Config, visible_devices_unchanged
 from recbole_ssr.data.source import prepare_source
-from recbole_ssr.errors import ConfigError, RecboleSSRError
-from recbole_ssr.report import find_unfinished, plain, read_json
-from recbole_ssr.runner import ray_session
-from recbole_ssr.safe_io import new_stamped_folder, stamped, write_json
-from recbole_ssr.search_space import (default_settings, dotted_roots, inline_config_files, load_search_space,
+from recbole_ssr.core.errors import ConfigError, RecboleSSRError
+from recbole_ssr.core.report import find_unfinished, plain, read_json
+from recbole_ssr.experiments.runner import ray_session
+from recbole_ssr.core.safe_io import new_stamped_folder, stamped, write_json
+from recbole_ssr.config.search_space import (default_settings, dotted_roots, inline_config_files, load_search_space,
                                       parse_search_space, read_yaml)
-from recbole_ssr.tune.results import BEST_JSON, BEST_YAML, STATUSES, TRIALS_CSV, select_best, trial_record, \
+from recbole_ssr.experiments.tune.results import BEST_JSON, BEST_YAML, STATUSES, TRIALS_CSV, select_best, trial_record, \
     write_best_yaml, write_trials_csv
-from recbole_ssr.tune.trial import CHECKPOINTS, evaluate_checkpoint_task, trial_dirname, trial_main
-from recbole_ssr.utils import get_model
-from recbole_ssr.validation import EXTRA_KEYS, check_known_keys, check_output_locations, check_search_space
+from recbole_ssr.experiments.tune.trial import CHECKPOINTS, evaluate_checkpoint_task, trial_dirname, trial_main
+from recbole_ssr.model.registry import get_model
+from recbole_ssr.config.validation import EXTRA_KEYS, check_known_keys, check_output_locations, check_search_space
 
 KIND = "search"
 MANIFEST = "search.json"

@@ -1,7 +1,7 @@
 """The trial of a search: the Ray Tune function trainable that runs inside a Ray worker (one training run that
 reports its validation result after every evaluation), and the re-evaluation of a trial's checkpoint.
 
-Importing this module in a worker applies the compat fixes (:mod:`recbole_ssr.quick_start` does).
+Importing this module in a worker applies the compat fixes (:mod:`recbole_ssr.experiments.run` does).
 """
 
 import glob
@@ -10,12 +10,12 @@ import shutil
 
 from recbole.utils import init_seed
 
-from recbole_ssr.quick_start import prepare, run
-from recbole_ssr.report import improves, plain
-from recbole_ssr.runner import set_torch_threads
-from recbole_ssr.safe_io import write_json
-from recbole_ssr.search_space import apply_params
-from recbole_ssr.utils import get_model, get_trainer
+from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.core.report import improves, plain
+from recbole_ssr.experiments.runner import set_torch_threads
+from recbole_ssr.core.safe_io import write_json
+from recbole_ssr.config.search_space import apply_params
+from recbole_ssr.model.registry import get_model, get_trainer
 
 CHECKPOINTS = "checkpoints"
 # keys a trial sets for itself: never part of best.yaml

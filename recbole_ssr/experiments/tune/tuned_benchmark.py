@@ -3,14 +3,14 @@
     python run_recbole_ssr.py --model=SSR,SMORE,MGCN,FREEDOM,LightGCN --dataset=tiktok --tune=auto \\
         --num_samples=16 --epochs=30 --seeds=3 --results=tuned.json
 
-1. **Searches** (:mod:`recbole_ssr.tune`), one model after the other on one Ray session, each from
+1. **Searches** (:mod:`recbole_ssr.experiments.tune`), one model after the other on one Ray session, each from
    ``properties/search/<Model>.yaml`` (``--tune=auto``; an explicit file works for one model). Every model gets the
    same settings, whatever its file's own ``search:`` section says: ``num_samples`` trials in all (grid axes are
    drawn like choice axes, distinct points of a finite space, so no configuration is trained twice), the same
    searcher (``--search_alg``), scheduler (ASHA, ``grace_period``, ``reduction_factor``), ``--epochs`` cap and
    resources. Selection strictly by the validation metric.
 2. **Seeded runs**: each model's best configuration with ``--seeds`` seeds (``seed, seed+1, ...``), each a Ray
-   task in a fresh worker process (:mod:`recbole_ssr.runner`), submitted as soon as that model's search is done
+   task in a fresh worker process (:mod:`recbole_ssr.experiments.runner`), submitted as soon as that model's search is done
    (they share the CPUs with the next search).
 3. **Outputs** in the benchmark folder ``<output>/benchmark-<dataset>-<stamp>/``: ``benchmark.json`` (state, used
    by ``--resume``), ``searches/`` (every search folder), ``<Model>.best.yaml``, ``runs.jsonl`` (seeded runs as
@@ -34,18 +34,18 @@ import threading
 
 import yaml
 
-from recbole_ssr.benchmark import TABLE_HEADER, results_stem, results_table, summarise
-from recbole_ssr.errors import ConfigError
-from recbole_ssr.paths import properties_dir
-from recbole_ssr.report import files_to_table_main, find_unfinished, read_json, write_csv
-from recbole_ssr.runner import RayBatch, RunSpec, ray_session
-from recbole_ssr.safe_io import (append_jsonl, check_may_replace, check_may_replace_table, check_results_name,
+from recbole_ssr.experiments.side_by_side import TABLE_HEADER, results_stem, results_table, summarise
+from recbole_ssr.core.errors import ConfigError
+from recbole_ssr.core.paths import properties_dir
+from recbole_ssr.core.report import files_to_table_main, find_unfinished, read_json, write_csv
+from recbole_ssr.experiments.runner import RayBatch, RunSpec, ray_session
+from recbole_ssr.core.safe_io import (append_jsonl, check_may_replace, check_may_replace_table, check_results_name,
                                  check_writable_file, new_stamped_folder, read_jsonl, stamped, write_json)
-from recbole_ssr.search_space import default_settings, load_search_space, yaml_loader
-from recbole_ssr.spec import ExperimentSpec
-from recbole_ssr.tune.driver import run_search
-from recbole_ssr.utils import get_model
-from recbole_ssr.validation import check_search_space
+from recbole_ssr.config.search_space import default_settings, load_search_space, yaml_loader
+from recbole_ssr.core.spec import ExperimentSpec
+from recbole_ssr.experiments.tune.driver import run_search
+from recbole_ssr.model.registry import get_model
+from recbole_ssr.config.validation import check_search_space
 
 KIND = "tuned benchmark"
 MANIFEST = "benchmark.json"
@@ -362,8 +362,8 @@ def report_folders(folders, results_path=None, overwrite=False):
 
 
 def main(argv=None):
-    """``python -m recbole_ssr.tuned_benchmark FOLDER... [--results=OUT.json]``: the table of benchmark folders."""
-    return files_to_table_main("python -m recbole_ssr.tuned_benchmark", main.__doc__,
+    """``python -m recbole_ssr.experiments.tune.tuned_benchmark FOLDER... [--results=OUT.json]``: the table of benchmark folders."""
+    return files_to_table_main("python -m recbole_ssr.experiments.tune.tuned_benchmark", main.__doc__,
                                "benchmark folders (tune_results/benchmark-<dataset>-<stamp>)", report_folders, argv)
 
 
