@@ -20,17 +20,13 @@ RecBole's own parsing of ``sys.argv`` is switched off: the runner owns the comma
 import contextlib
 import os
 
-from recbole_ssr.core import compat
+from recbole.config import Config as RecBoleConfig
 
-compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its fixes
-
-from recbole.config import Config as RecBoleConfig  # noqa: E402
-
-from recbole_ssr.data.source import locate  # noqa: E402
-from recbole_ssr.core.errors import ConfigError, yaml_error_text  # noqa: E402
-from recbole_ssr.core.paths import properties_dir  # noqa: E402
-from recbole_ssr.model.registry import get_model  # noqa: E402
-from recbole_ssr.config.validation import check_duplicate_keys, validate  # noqa: E402
+from recbole_ssr.config.validation import check_duplicate_keys, validate
+from recbole_ssr.core.errors import ConfigError, yaml_error_text
+from recbole_ssr.core.paths import properties_dir
+from recbole_ssr.data.source import locate
+from recbole_ssr.model.registry import get_model
 
 EVAL_PROTOCOLS = ("mmrec", "recbole")
 VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
@@ -58,7 +54,6 @@ class Config(RecBoleConfig):
     """RecBole ``Config`` that also loads ``properties/`` of this plugin (see the module docstring for the order)."""
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
-        compat.apply()
         for path in config_file_list or []:
             if os.path.isdir(path):
                 raise ConfigError(f"config file '{path}' (from --config_files) is a folder, but a yaml file is "

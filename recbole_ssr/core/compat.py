@@ -1,23 +1,30 @@
-"""RecBole 1.2.1 on today's stack: every fix in one place, applied once by ``import recbole_ssr``.
+"""RecBole 1.2.1 on today's stack: every fix in one place, installed once by ``import recbole_ssr``.
 
 RecBole 1.2.1 (Feb 2025) is the last release. On Python 3.11 + torch 2.13 + numpy 2 + scipy >= 1.13 it breaks in
-the places below (each fix says what breaks and why). ``apply()`` is idempotent and is called when the package is
-imported, so every process that imports ``recbole_ssr`` - the CLI, tests, and each Ray worker (trainables import
-the package first) - gets the same fixes. Nothing here sets a process-wide environment variable.
+the places below (each fix says what breaks and why). :func:`install` runs when the package is imported - Python
+imports a package before any of its modules - so every process that uses ``recbole_ssr`` (the CLI, tests, each Ray
+worker) gets the same fixes, and no module of the package repeats them. Nothing here sets a process-wide
+environment variable.
+
+When RecBole is missing or is another version, :func:`install` applies nothing: importing the package still works
+(the command line prints one ``error:`` line with the fix), and the first module that imports RecBole raises
+``ImportError`` with the same line (:class:`RecBoleUnusable`).
 
 What is *not* here, on purpose:
-- ``torch.load(weights_only=False)`` is scoped to loading our own checkpoints in :mod:`recbole_ssr.training.trainer`
-  (files this process wrote); it is never changed globally.
+- ``torch.load(weights_only=False)`` is scoped to loading our own checkpoints in :mod:`recbole_ssr.training.checkpoint`
+  (files this package wrote); it is never changed globally.
 - pandas 3 (copy-on-write turns RecBole's in-place ``fillna`` into a silent no-op and changes ``Series.agg(len)``)
   is avoided by the ``pandas<3`` pin in setup.cfg; :func:`check_versions` reports a violation clearly.
 - RecBole's ``quick_start`` (imports ``ray.tune`` at import time, calls the removed ``tune.report(**kw)``) is never
   imported: the plugin has its own :mod:`recbole_ssr.experiments.run`.
 """
 
+import sys
+
 import numpy as np
 import scipy.sparse as sp
 
-from recbole_ssr.core.deps import require_recbole
+from recbole_ssr.core.deps import recbole_problem
 
 _APPLIED = False
 
@@ -83,9 +90,32 @@ def apply():
     global _APPLIED
     if _APPLIED:
         return
-    require_recbole()  # ImportError with the install command, before any module imports RecBole
     _silence_recbole_future_warnings()
     _restore_numpy_aliases()
     _restore_dok_update()
     check_versions()
     _APPLIED = True
+
+
+class RecBoleUnusable:
+    """An import hook (``sys.meta_path``) placed when RecBole is missing or another version: any later import of
+    ``recbole`` or its modules raises ``ImportError(problem)``, the one line that names the fix."""
+
+    def __init__(self, problem):
+        self.problem = problem
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "recbole" or name.startswith("recbole."):
+            raise ImportError(self.problem, name=name)
+        return None
+
+
+def install():
+    """Called once by ``import recbole_ssr``: the fixes when RecBole 1.2.1 is importable (returns None), else the
+    :class:`RecBoleUnusable` hook (returns the problem line, :func:`recbole_ssr.core.deps.recbole_problem`)."""
+    problem = recbole_problem()
+    if problem is None:
+        apply()
+    elif not any(isinstance(finder, RecBoleUnusable) for finder in sys.meta_path):
+        sys.meta_path.insert(0, RecBoleUnusable(problem))
+    return problem

@@ -41,10 +41,3 @@ def recbole_problem():
     return (f"recbole-ssr needs recbole=={RECBOLE_VERSION}, but {what}. RecBole is installed without its "
             f"dependencies (its ray<=2.6.3 pin conflicts with current Ray/numpy; recbole-ssr declares what it really "
             f"needs). Fix: {fix_command()}")
-
-
-def require_recbole():
-    """Raise ``ImportError`` (with the fix) before a module imports RecBole, when RecBole is missing or unusable."""
-    problem = recbole_problem()
-    if problem:
-        raise ImportError(problem, name="recbole")

@@ -6,16 +6,11 @@ from logging import getLogger
 
 import numpy as np
 import scipy.sparse as sp
+from recbole.data.dataset import Dataset
 
-from recbole_ssr.core import compat
-
-compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its fixes
-
-from recbole.data.dataset import Dataset  # noqa: E402
-
-from recbole_ssr.data.features import load_modalities  # noqa: E402
-from recbole_ssr.data.source import non_utf8_error  # noqa: E402
-from recbole_ssr.core.errors import DataError  # noqa: E402
+from recbole_ssr.core.errors import DataError
+from recbole_ssr.data.features import load_modalities
+from recbole_ssr.data.source import non_utf8_error
 
 
 def _non_utf8_interaction_file(config):

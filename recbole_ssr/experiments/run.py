@@ -5,20 +5,16 @@ import resource
 import sys
 from logging import getLogger
 
-from recbole_ssr.core import compat
+from recbole.utils import get_local_time, init_logger, init_seed
 
-compat.apply()
-
-from recbole.utils import get_local_time, init_logger, init_seed  # noqa: E402
-
-from recbole_ssr.config.configurator import Config  # noqa: E402
-from recbole_ssr.data.dataloader import data_preparation  # noqa: E402
-from recbole_ssr.model.registry import create_dataset, get_model, get_trainer  # noqa: E402
-from recbole_ssr.core.report import plain  # noqa: E402
-from recbole_ssr.core.safe_io import (check_may_replace, check_results_name, check_writable_file,  # noqa: E402
-                                 stamped, write_json_or_rescue)
-from recbole_ssr.training.trainer import training_data_fingerprint  # noqa: E402
-from recbole_ssr.config.validation import check_output_locations  # noqa: E402
+from recbole_ssr.config.configurator import Config
+from recbole_ssr.config.validation import check_output_locations
+from recbole_ssr.core.report import plain
+from recbole_ssr.core.safe_io import (check_may_replace, check_results_name, check_writable_file, stamped,
+                                      write_json_or_rescue)
+from recbole_ssr.data.dataloader import data_preparation
+from recbole_ssr.model.registry import create_dataset, get_model, get_trainer
+from recbole_ssr.training.trainer import training_data_fingerprint
 
 
 def peak_rss_mb():

@@ -27,7 +27,6 @@ import traceback
 
 import torch
 
-from recbole_ssr.core import compat
 from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.experiments.run import run
 
@@ -164,7 +163,6 @@ def _ray_task(model, dataset, config_files, config_dict, cpus):
 
     import ray
 
-    compat.apply()
     set_torch_threads(cpus)
     started = time.time()
     scratch = tempfile.mkdtemp(prefix="recbole_ssr_run_")

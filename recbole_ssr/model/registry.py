@@ -3,20 +3,16 @@
 import importlib
 import pkgutil
 
-from recbole_ssr.core import compat
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.trainer import Trainer
+from recbole.utils import ModelType
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
+
 from recbole_ssr.core.errors import ConfigError
-
-compat.apply()
-
-from recbole.data import create_dataset as recbole_create_dataset  # noqa: E402
-from recbole.trainer import Trainer  # noqa: E402
-from recbole.utils import ModelType  # noqa: E402
-from recbole.utils import get_model as recbole_get_model  # noqa: E402
-from recbole.utils import get_trainer as recbole_get_trainer  # noqa: E402
-
-from recbole_ssr.data.dataset import MultimodalDataset  # noqa: E402
-from recbole_ssr.data.source import prepare_source  # noqa: E402
-from recbole_ssr.training.trainer import MultimodalTrainer, with_checkpoint_fix  # noqa: E402
+from recbole_ssr.data.dataset import MultimodalDataset
+from recbole_ssr.data.source import prepare_source
+from recbole_ssr.training.trainer import MultimodalTrainer, with_checkpoint_fix
 
 PLUGIN_MODEL_PACKAGE = "recbole_ssr.model"
 

@@ -36,18 +36,13 @@ import uuid
 
 import numpy as np
 import torch
+from recbole.trainer import Trainer
+from recbole.utils import dict2str, set_color
 
-from recbole_ssr.core import compat
-
-compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its fixes
-
-from recbole.trainer import Trainer  # noqa: E402
-from recbole.utils import dict2str, set_color  # noqa: E402
-
-from recbole_ssr.training import evaluation, per_user  # noqa: E402
-from recbole_ssr.core.errors import TrainingDiverged  # noqa: E402
-from recbole_ssr.core.report import improves  # noqa: E402
-from recbole_ssr.core.safe_io import save_with  # noqa: E402
+from recbole_ssr.core.errors import TrainingDiverged
+from recbole_ssr.core.report import improves
+from recbole_ssr.core.safe_io import save_with
+from recbole_ssr.training import evaluation, per_user
 
 
 def training_data_fingerprint(dataset):

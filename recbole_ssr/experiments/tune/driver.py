@@ -8,10 +8,10 @@ How a search runs (see docs/tuning.md for the user's view):
    takes 0.25-0.5 s per trial, shipping a pickled dataset through the object store 0.1-0.2 s, both negligible
    next to training; the cache also stays correct when a searched key changes the dataset, so it is used).
 2. Ray is started locally (``--num_cpus``; usage stats and dashboard off) or joined (``--address``). Every trial
-   is the function trainable of :mod:`recbole_ssr.experiments.tune.trial`, so importing it in a worker applies the compat
-   fixes; it runs
-   :func:`recbole_ssr.experiments.run.run` in its own trial folder with its own ``checkpoint_dir``, absolute data
-   and cache paths, ``cpus_per_trial`` torch threads and the GPUs Ray gave it (fractions allowed).
+   is the function trainable of :mod:`recbole_ssr.experiments.tune.trial` (unpickling it in a worker imports the
+   package, which applies the RecBole fixes); it runs :func:`recbole_ssr.experiments.run.run` in its own trial
+   folder with its own ``checkpoint_dir``, absolute data and cache paths, ``cpus_per_trial`` torch threads and the
+   GPUs Ray gave it (fractions allowed).
 3. After every evaluation a trial reports its validation result (this epoch's and the best so far); ASHA
    (default; ``--scheduler=fifo`` turns it off) stops weak trials early on the best-so-far valid metric.
    A trial that ends on its own (early stopping / ``epochs``) evaluates its best-valid checkpoint on the test

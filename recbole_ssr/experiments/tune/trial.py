@@ -1,7 +1,8 @@
 """The trial of a search: the Ray Tune function trainable that runs inside a Ray worker (one training run that
 reports its validation result after every evaluation), and the re-evaluation of a trial's checkpoint.
 
-Importing this module in a worker applies the compat fixes (:mod:`recbole_ssr.experiments.run` does).
+A worker that unpickles the trainable imports ``recbole_ssr`` first, which applies the RecBole fixes
+(:mod:`recbole_ssr.core.compat`).
 """
 
 import glob
