@@ -85,7 +85,8 @@ def build(name, dataset, overrides, prepared=None):
     """(model in train mode with its optimizer, trainer, train data, valid data) at the model's yaml defaults;
     ``prepared``: the output of ``recbole_ssr.experiments.run.prepare`` for this model and dataset, if already made."""
     from recbole_ssr.experiments.run import prepare
-    from recbole_ssr.model.registry import get_model, get_trainer
+    from recbole_ssr.model.registry import get_model
+    from recbole_ssr.training.trainer import get_trainer
 
     config, _, (train_data, valid_data, _) = prepared or prepare(name, dataset, config_dict=dict(overrides))
     torch.manual_seed(0)

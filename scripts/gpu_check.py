@@ -67,7 +67,8 @@ def run_one(model_name, args):
     from recbole.utils import init_seed
 
     from recbole_ssr.experiments.run import peak_rss_mb, prepare
-    from recbole_ssr.model.registry import get_model, get_trainer
+    from recbole_ssr.model.registry import get_model
+    from recbole_ssr.training.trainer import get_trainer
 
     cuda = args.device == "cuda"
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")

@@ -6,9 +6,9 @@ import torch
 
 from conftest import QUICK
 from recbole_ssr.config.configurator import Config
-from recbole_ssr.data.dataloader import data_preparation
 from recbole_ssr.core.errors import ConfigError, DataError
-from recbole_ssr.model.registry import create_dataset
+from recbole_ssr.data.dataloader import data_preparation
+from recbole_ssr.data.dataset import create_dataset
 
 
 def load(model, name, config):

@@ -24,7 +24,8 @@ from torch import nn
 from conftest import QUICK, REPO_ROOT
 from placement import PlacementError, PretendCuda
 from recbole_ssr.experiments.run import prepare
-from recbole_ssr.model.registry import get_model, get_trainer
+from recbole_ssr.model.registry import get_model
+from recbole_ssr.training.trainer import get_trainer
 
 CUDA = torch.device("cuda")
 SSR_EXTENSIONS = {"band_method": "chebyshev", "band_refresh_every": 2, "band_scale": [1.0, 1.0, 0.5],

@@ -79,7 +79,9 @@ def load_trained(path, checkpoint=None):
 
     from recbole_ssr.data.dataloader import data_preparation  # the package's protocol (not RecBole's own)
     from recbole_ssr.training.trainer import training_data_fingerprint
-    from recbole_ssr.model.registry import create_dataset, get_model, get_trainer
+    from recbole_ssr.data.dataset import create_dataset
+    from recbole_ssr.model.registry import get_model
+    from recbole_ssr.training.trainer import get_trainer
 
     checkpoint = checkpoint or read_checkpoint(path)
     config = checkpoint["config"]

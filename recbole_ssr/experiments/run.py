@@ -13,7 +13,9 @@ from recbole_ssr.core.report import plain
 from recbole_ssr.core.safe_io import (check_may_replace, check_results_name, check_writable_file, stamped,
                                       write_json_or_rescue)
 from recbole_ssr.data.dataloader import data_preparation
-from recbole_ssr.model.registry import create_dataset, get_model, get_trainer
+from recbole_ssr.data.dataset import create_dataset
+from recbole_ssr.model.registry import get_model
+from recbole_ssr.training.trainer import get_trainer
 from recbole_ssr.training.trainer import training_data_fingerprint
 
 

@@ -1,18 +1,14 @@
-"""Model / trainer / dataset lookup: the plugin's own first, then RecBole's (the RecBole-GNN pattern)."""
+"""The one place a model name becomes a model class: the plugin's own models first (``recbole_ssr/model/<name>.py``
+holds class ``<Name>``, RecBole's convention: ``freedom.py`` <-> ``FREEDOM``), then RecBole's (the RecBole-GNN
+pattern). Imports nothing of the package but :mod:`recbole_ssr.core.errors` (and, when asked, the model files)."""
 
 import importlib
+import importlib.util
 import pkgutil
 
-from recbole.data import create_dataset as recbole_create_dataset
-from recbole.trainer import Trainer
-from recbole.utils import ModelType
 from recbole.utils import get_model as recbole_get_model
-from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_ssr.core.errors import ConfigError
-from recbole_ssr.data.dataset import MultimodalDataset
-from recbole_ssr.data.source import prepare_source
-from recbole_ssr.training.trainer import MultimodalTrainer, with_checkpoint_fix
 
 PLUGIN_MODEL_PACKAGE = "recbole_ssr.model"
 
@@ -64,26 +60,3 @@ def get_model(name):
 
 def is_plugin_model(model_class):
     return model_class.__module__.startswith(PLUGIN_MODEL_PACKAGE)
-
-
-def get_trainer(model_type, model_name):
-    """Our trainer for plugin models and for RecBole models that use the plain ``Trainer``; else RecBole's own
-    (with our checkpoint loading), since those trainers carry model-specific training loops."""
-    model_class = get_model(model_name)
-    if is_plugin_model(model_class):
-        return getattr(model_class, "trainer_class", MultimodalTrainer)
-    trainer = recbole_get_trainer(model_type, model_name)
-    return MultimodalTrainer if trainer is Trainer else with_checkpoint_fix(trainer)
-
-
-def create_dataset(config):
-    """Prepare the dataset's source once (:func:`recbole_ssr.data.source.prepare_source`: locate, convert MMRec
-    folders, cold-split) and load it.
-
-    General models get :class:`~recbole_ssr.data.dataset.MultimodalDataset` (RecBole's ``Dataset`` + aligned
-    features); other RecBole model types get RecBole's own dataset class on the same converted files.
-    """
-    prepare_source(config)
-    if config["MODEL_TYPE"] == ModelType.GENERAL:
-        return MultimodalDataset(config)
-    return recbole_create_dataset(config)

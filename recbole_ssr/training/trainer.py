@@ -37,11 +37,13 @@ import uuid
 import numpy as np
 import torch
 from recbole.trainer import Trainer
+from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import dict2str, set_color
 
 from recbole_ssr.core.errors import TrainingDiverged
 from recbole_ssr.core.report import improves
 from recbole_ssr.core.safe_io import save_with
+from recbole_ssr.model.registry import get_model, is_plugin_model
 from recbole_ssr.training import evaluation, per_user
 
 
@@ -357,3 +359,13 @@ class MultimodalTrainer(CheckpointFixMixin, Trainer):
     @property
     def seconds_per_epoch(self):
         return sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else 0.0
+
+
+def get_trainer(model_type, model_name):
+    """Our trainer for plugin models and for RecBole models that use the plain ``Trainer``; else RecBole's own
+    (with our checkpoint loading), since those trainers carry model-specific training loops."""
+    model_class = get_model(model_name)
+    if is_plugin_model(model_class):
+        return getattr(model_class, "trainer_class", MultimodalTrainer)
+    trainer = recbole_get_trainer(model_type, model_name)
+    return MultimodalTrainer if trainer is Trainer else with_checkpoint_fix(trainer)

@@ -11,12 +11,13 @@ import shutil
 
 from recbole.utils import init_seed
 
-from recbole_ssr.experiments.run import prepare, run
-from recbole_ssr.core.report import improves, plain
-from recbole_ssr.experiments.runner import set_torch_threads
-from recbole_ssr.core.safe_io import write_json
 from recbole_ssr.config.search_space import apply_params
-from recbole_ssr.model.registry import get_model, get_trainer
+from recbole_ssr.core.report import improves, plain
+from recbole_ssr.core.safe_io import write_json
+from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.experiments.runner import set_torch_threads
+from recbole_ssr.model.registry import get_model
+from recbole_ssr.training.trainer import get_trainer
 
 CHECKPOINTS = "checkpoints"
 # keys a trial sets for itself: never part of best.yaml
