@@ -11,12 +11,13 @@ import yaml
 
 from conftest import QUICK, REPO_ROOT, ctrl_c_when
 from recbole_ssr.cli import main, parse_args
+from recbole_ssr.config.search_space import (DISTRIBUTIONS, apply_params, default_settings, load_search_space,
+                                             parse_search_space)
 from recbole_ssr.core.errors import ConfigError
-from recbole_ssr.config.search_space import (
-    DISTRIBUTIONS, apply_params, default_settings, load_search_space, parse_search_space)
 from recbole_ssr.experiments.tune.driver import new_search_folder, resolve_settings, run_search
 from recbole_ssr.experiments.tune.results import select_best
-from recbole_ssr.experiments.tune.trial import BestTracker, evaluate_checkpoint
+from recbole_ssr.experiments.tune.trial import evaluate_checkpoint
+from recbole_ssr.training.stopping import BestTracker
 
 SEARCH_DIR = os.path.join(REPO_ROOT, "properties", "search")
 

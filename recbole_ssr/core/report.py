@@ -1,5 +1,5 @@
-"""Bottom-layer helpers for results: plain JSON values, mean ± std, markdown and CSV tables, the improvement rule,
-and reading results files back. Each exists once here; every other module imports it from here.
+"""Bottom-layer helpers for results: plain JSON values, mean ± std, markdown and CSV tables, and reading results
+files back. Each exists once here; every other module imports it from here.
 
 Imports point down only: this module needs :mod:`recbole_ssr.core.errors` and :mod:`recbole_ssr.core.safe_io`, nothing else
 of the package (no torch, no RecBole), so the CLI, the runners, the analyses and the trainer can all use it.
@@ -27,16 +27,6 @@ def plain(value):
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         return value.item()
     return str(value)
-
-
-def improves(score, best, bigger=True, strict=True):
-    """The improvement rule of early stopping and of every "best so far": ``score`` beats ``best`` (None: nothing
-    yet, so anything does) when it is higher (``bigger``) or lower; with ``strict`` a tie is no improvement."""
-    if best is None:
-        return True
-    if bigger:
-        return score > best if strict else score >= best
-    return score < best if strict else score <= best
 
 
 def mean_std(values):

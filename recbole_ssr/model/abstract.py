@@ -19,10 +19,11 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_ssr.core.cache import GraphCache
 from recbole_ssr.core.errors import ConfigError
-from recbole_ssr.model.graph import (GraphCache, bipartite_adjacency, bipartite_edges, cooccurrence_neighbours,
-                                     knn_adjacency, knn_neighbours, neighbour_graph, propagate, sample_user_neighbours,
-                                     sparse_to_csr, user_item_block)
+from recbole_ssr.model.graph import (bipartite_adjacency, bipartite_edges, cooccurrence_neighbours, knn_adjacency,
+                                     knn_neighbours, neighbour_graph, propagate, sample_user_neighbours, sparse_to_csr,
+                                     user_item_block)
 from recbole_ssr.model.layers import FeatureTables, per_modality
 from recbole_ssr.model.losses import batch_mean_square, bpr_loss, info_nce, l2_penalty
 

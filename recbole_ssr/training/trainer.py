@@ -41,10 +41,10 @@ from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import dict2str, set_color
 
 from recbole_ssr.core.errors import TrainingDiverged
-from recbole_ssr.core.report import improves
 from recbole_ssr.core.safe_io import save_with
 from recbole_ssr.model.registry import get_model, is_plugin_model
 from recbole_ssr.training import evaluation, per_user
+from recbole_ssr.training.stopping import improves
 
 
 def training_data_fingerprint(dataset):

@@ -7,10 +7,11 @@ import json
 import math
 import os
 
-from recbole_ssr.core.report import improves, plain
-from recbole_ssr.core.safe_io import atomic_write
 from recbole_ssr.config.search_space import apply_params, read_yaml
+from recbole_ssr.core.report import plain
+from recbole_ssr.core.safe_io import atomic_write
 from recbole_ssr.experiments.tune.trial import CHECKPOINTS, TRIAL_KEYS
+from recbole_ssr.training.stopping import improves
 
 TRIALS_CSV = "trials.csv"
 BEST_YAML = "best.yaml"

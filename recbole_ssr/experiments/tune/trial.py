@@ -12,31 +12,17 @@ import shutil
 from recbole.utils import init_seed
 
 from recbole_ssr.config.search_space import apply_params
-from recbole_ssr.core.report import improves, plain
+from recbole_ssr.core.report import plain
 from recbole_ssr.core.safe_io import write_json
 from recbole_ssr.experiments.run import prepare, run
 from recbole_ssr.experiments.runner import set_torch_threads
 from recbole_ssr.model.registry import get_model
+from recbole_ssr.training.stopping import BestTracker
 from recbole_ssr.training.trainer import get_trainer
 
 CHECKPOINTS = "checkpoints"
 # keys a trial sets for itself: never part of best.yaml
 TRIAL_KEYS = ("checkpoint_dir", "gpu_id", "show_progress")
-
-
-class BestTracker:
-    """The best-so-far validation result of a trial, by the trainer's own rule (strict or ``>=``)."""
-
-    def __init__(self, bigger=True, strict=True):
-        self.bigger, self.strict = bigger, strict
-        self.score, self.result, self.epoch = None, None, None
-
-    def update(self, epoch, score, result):
-        score = float(score)
-        better = improves(score, self.score, bigger=self.bigger, strict=self.strict)
-        if better:
-            self.score, self.result, self.epoch = score, plain(dict(result)), int(epoch)
-        return better
 
 
 def trial_config_dict(base, params, trial_dir):
