@@ -160,7 +160,7 @@ def main():
         torch.set_num_threads(args.threads)
     set_clock(args.clock)
 
-    from recbole_ssr.cli import parse_value
+    from recbole_ssr.config.values import parse_value
 
     overrides = {"data_path": args.data_path, "state": "ERROR"}
     overrides.update({k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)})

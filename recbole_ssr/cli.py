@@ -1,51 +1,15 @@
 """Command line of ``run_recbole_ssr.py``: one run, several models side by side, or a hyper-parameter search."""
 
-import ast
 import errno
 import os
 import sys
 
 from recbole_ssr.core.errors import ConfigError, RecboleSSRError, one_line_parser
+from recbole_ssr.config.values import parse_value
 from recbole_ssr.core.spec import ExperimentSpec
 
 DEFAULT_DATASET = "ml-100k"
-
-
-def default_model():
-    """SSR once it is available, VBPR before."""
-    from recbole_ssr.model.registry import get_model
-
-    try:
-        get_model("SSR")
-        return "SSR"
-    except ConfigError:
-        return "VBPR"
-
-
-def parse_value(text):
-    """``--key=value`` -> a Python value: numbers, lists, dicts, booleans, None; otherwise the string.
-
-    Lists and mappings may be written as in Python (``['image']``) or as in the yaml files (``[image]``,
-    ``{image: 0.1, text: 0.9}``)."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null", "~"):
-        return None
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        pass
-    stripped = text.strip()
-    if stripped[:1] + stripped[-1:] in ("[]", "{}"):
-        import yaml
-
-        try:
-            return yaml.safe_load(stripped)
-        except yaml.YAMLError:
-            raise ConfigError(f"cannot parse '{text}' as a list or mapping: write e.g. [image, text] or "
-                              "{image: 0.1, text: 0.9}.") from None
-    return text
+DEFAULT_MODEL = "SSR"
 
 
 def build_parser():
@@ -234,7 +198,7 @@ def main(argv=None):
                                   "leave --analysis_from out to train them.")
             spec.model = spec.model or ",".join(dict.fromkeys(r["model"] for r in found))
             spec.dataset = spec.dataset or found[0].get("dataset")
-        models = [m.strip() for m in (spec.model or default_model()).split(",") if m.strip()]
+        models = [m.strip() for m in (spec.model or DEFAULT_MODEL).split(",") if m.strip()]
         dataset = spec.dataset or DEFAULT_DATASET
         if spec.results:
             check_results_target(spec, models, dataset)
@@ -274,12 +238,6 @@ def main(argv=None):
     except RecboleSSRError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("recbole_ssr."):
-            print(f"error: this feature ({exc.name}) is not available in this version of recbole-ssr.",
-                  file=sys.stderr)
-            return 2
-        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

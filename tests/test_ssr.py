@@ -280,9 +280,10 @@ def test_ssr_loss_decreases_over_a_few_epochs(make_mmrec):
 
 
 def test_ssr_runs_end_to_end_and_is_the_default(make_mmrec):
-    from recbole_ssr.cli import default_model
+    from recbole_ssr.cli import parse_args, DEFAULT_MODEL
 
-    assert default_model() == "SSR"
+    spec, _ = parse_args([])
+    assert spec.model is None and DEFAULT_MODEL == "SSR"  # no --model: the command line runs SSR
     root, name, _ = make_mmrec()
     outcome = run("SSR", name, config_dict=dict(QUICK, data_path=root, epochs=2, learning_rate=1e-4, lr_decay=[0.5, 1]))
     assert outcome["epochs_run"] == 2 and all(0 <= v <= 1 for v in outcome["test_result"].values())
