@@ -17,7 +17,8 @@ from recbole_ssr.experiments.analysis.ablation import plan_variants
 from recbole_ssr.experiments.analysis.bands import cross_modal_similarity, energy_shares, gate_weights_by_degree
 from recbole_ssr.training.evaluation import bucket_index, bucket_labels, check_bounds, groups_markdown, training_degrees
 from recbole_ssr.core.errors import ConfigError
-from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.experiments.run import run
+from recbole_ssr.training.build import prepare
 from recbole_ssr.core.spec import ExperimentSpec
 from recbole_ssr.model.registry import get_model
 

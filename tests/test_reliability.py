@@ -179,7 +179,7 @@ def test_deliberate_extra_keys_are_declared(make_mmrec):
 
 @pytest.mark.parametrize("short_modality", ["image", "text"])
 def test_modalities_must_agree_in_any_order(make_mmrec, short_modality):
-    from recbole_ssr.experiments.run import prepare
+    from recbole_ssr.training.build import prepare
 
     root, name, _ = make_mmrec()
     np.save(f"{root}/{name}/{short_modality}_feat.npy", planted_features(29, 4))  # one row short (others: 30)

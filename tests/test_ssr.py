@@ -10,7 +10,8 @@ from recbole.data.interaction import Interaction
 from conftest import QUICK
 from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.model.ssr_layers import BandGate, BandOperator, band_contrastive_loss, mask_bands
-from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.experiments.run import run
+from recbole_ssr.training.build import prepare
 from recbole_ssr.model.registry import get_model
 
 

@@ -5,18 +5,12 @@ import resource
 import sys
 from logging import getLogger
 
-from recbole.utils import get_local_time, init_logger, init_seed
+from recbole.utils import get_local_time
 
-from recbole_ssr.config.configurator import Config
-from recbole_ssr.config.validation import check_output_locations
 from recbole_ssr.core.report import plain
 from recbole_ssr.core.safe_io import (check_may_replace, check_results_name, check_writable_file, stamped,
                                       write_json_or_rescue)
-from recbole_ssr.data.dataloader import data_preparation
-from recbole_ssr.data.dataset import create_dataset
-from recbole_ssr.model.registry import get_model
-from recbole_ssr.training.trainer import get_trainer
-from recbole_ssr.training.trainer import training_data_fingerprint
+from recbole_ssr.training.build import build
 
 
 def peak_rss_mb():
@@ -29,9 +23,7 @@ def code_version():
     """``git describe`` of the source checkout this package runs from (None outside a git checkout)."""
     import subprocess
 
-    import recbole_ssr
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(recbole_ssr.__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # above recbole_ssr/
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True, text=True,
                              timeout=10)
@@ -42,19 +34,6 @@ def code_version():
 
 def config_snapshot(config):
     return {k: plain(v) for k, v in sorted(config.final_config_dict.items())}
-
-
-def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):
-    """Build the config, dataset and data loaders (reusable by several runs on the same data)."""
-    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-    check_output_locations(config)
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    logger = getLogger()
-    dataset_obj = create_dataset(config)
-    logger.info(dataset_obj)
-    train_data, valid_data, test_data = data_preparation(config, dataset_obj)
-    return config, dataset_obj, (train_data, valid_data, test_data)
 
 
 def _group_metrics(trainer, test_data, train_dataset, logger):
@@ -94,13 +73,10 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
             check_may_replace(results, "run", [getattr(model, "__name__", model)], dataset, overwrite=overwrite,
                               inputs={path: "a config file (--config_files)" for path in config_file_list or []})
     started_from = code_version()  # the code this run loaded (the checkout may move on while it trains)
-    config, _, (train_data, valid_data, test_data) = prepare(model, dataset, config_file_list, config_dict)
+    built = build(model, dataset, config_file_list, config_dict)
+    config, model_obj, trainer = built.config, built.model, built.trainer
+    train_data, valid_data, test_data = built.loaders
     logger = getLogger()
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_obj = get_model(config["model"])(config, train_data.dataset).to(config["device"])
-    logger.info(model_obj)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
-    trainer.data_fingerprint = training_data_fingerprint(train_data.dataset)  # stored in its checkpoints
     if on_ready is not None:
         on_ready(model_obj, trainer, (train_data, valid_data, test_data))
     show = bool(config["show_progress"])
@@ -137,3 +113,10 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         write_json_or_rescue(results, stamped(outcome, "run", [outcome["model"]], outcome["dataset"]),
                              summary=f"Test: {test}." + (f" Checkpoint: {outcome['checkpoint']}." if saved else ""))
     return outcome
+
+
+def run_recbole_ssr(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, results=None):
+    """RecBole's ``run_recbole`` for this package: train ``model`` (a name, ``file.py:Class``, or a model class) on
+    ``dataset`` and return what ``--results`` writes (:func:`run`), including the ``checkpoint`` path that
+    :func:`recbole_ssr.load_data_and_model` loads."""
+    return run(model, dataset, config_file_list, config_dict, saved=saved, results=results)

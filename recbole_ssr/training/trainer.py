@@ -26,7 +26,7 @@ Differences from ``recbole.trainer.Trainer.fit`` (everything else - batches, los
 * Progress of a slow epoch: without RecBole's progress bar (``show_progress``), a line every
   ``progress_interval`` seconds (batches done, time left in the epoch), so a long silent epoch is not taken for a
   hang.
-* Checkpoints record ``data_fingerprint`` (:func:`training_data_fingerprint`): a tool that evaluates a checkpoint
+* Checkpoints record ``data_fingerprint`` (:func:`recbole_ssr.training.checkpoint.training_data_fingerprint`): a tool that evaluates a checkpoint
   can tell that the dataset changed since it was trained.
 """
 
@@ -44,25 +44,8 @@ from recbole_ssr.core.errors import TrainingDiverged
 from recbole_ssr.core.safe_io import save_with
 from recbole_ssr.model.registry import get_model, is_plugin_model
 from recbole_ssr.training import evaluation, per_user
+from recbole_ssr.training.checkpoint import load_own_checkpoint
 from recbole_ssr.training.stopping import improves
-
-
-def training_data_fingerprint(dataset):
-    """A short hash of a training dataset: its (user, item) pairs as RecBole ids, sorted, and the tokens those ids
-    stand for. Equal for the same training data whatever the order; different after any change of it."""
-    import hashlib
-
-    import numpy as np
-
-    digest = hashlib.sha256()
-    users = np.asarray(dataset.inter_feat[dataset.uid_field].numpy(), dtype=np.int64)
-    items = np.asarray(dataset.inter_feat[dataset.iid_field].numpy(), dtype=np.int64)
-    order = np.lexsort((items, users))
-    digest.update(users[order].tobytes())
-    digest.update(items[order].tobytes())
-    for field in (dataset.uid_field, dataset.iid_field):
-        digest.update("\n".join(str(t) for t in dataset.field2id_token[field]).encode("utf-8"))
-    return digest.hexdigest()[:16]
 
 
 def loss_weight_keys(model):
@@ -85,11 +68,6 @@ def _duration(seconds):
     if seconds >= 120:
         return f"{seconds / 60:.0f} min"
     return f"{seconds:.0f} s" if seconds >= 1 else "under 1 s"
-
-
-def load_own_checkpoint(path, device):
-    """``torch.load`` of a checkpoint this package wrote (it pickles RecBole's Config, so weights_only=False)."""
-    return torch.load(path, map_location=device, weights_only=False)
 
 
 class GroupEvaluationMixin:
@@ -361,11 +339,12 @@ class MultimodalTrainer(CheckpointFixMixin, Trainer):
         return sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else 0.0
 
 
-def get_trainer(model_type, model_name):
+def get_trainer(model_type, model):
     """Our trainer for plugin models and for RecBole models that use the plain ``Trainer``; else RecBole's own
-    (with our checkpoint loading), since those trainers carry model-specific training loops."""
-    model_class = get_model(model_name)
+    (with our checkpoint loading), since those trainers carry model-specific training loops. ``model``: a name or
+    a model class."""
+    model_class = get_model(model)
     if is_plugin_model(model_class):
         return getattr(model_class, "trainer_class", MultimodalTrainer)
-    trainer = recbole_get_trainer(model_type, model_name)
+    trainer = recbole_get_trainer(model_type, model_class.__name__)
     return MultimodalTrainer if trainer is Trainer else with_checkpoint_fix(trainer)
