@@ -133,8 +133,25 @@ def check_options(spec):
         check_results_name(spec.results)
 
 
+def mode(kind):
+    """The function that runs a command of this kind; every one takes ``(models, dataset, spec, overrides)``.
+    Imported on demand (they import torch and RecBole), so that --help and bad options stay fast."""
+    if kind == "tuned benchmark":
+        from recbole_ssr.experiments.tune.tuned_benchmark import run_tuned_benchmark as runner
+    elif kind == "search":
+        from recbole_ssr.experiments.tune.driver import run_search as runner
+    elif kind.endswith("analysis"):
+        from recbole_ssr.experiments.analysis import run_analysis as runner
+    elif kind == "side-by-side":
+        from recbole_ssr.experiments.side_by_side import run_side_by_side as runner
+    else:
+        from recbole_ssr.experiments.run import run_one as runner
+    return runner
+
+
 def results_kind(spec, models):
-    """What a command writes to ``--results``: the kind of output of the provenance marker."""
+    """The kind of command: what it writes to ``--results`` (the provenance marker's kind of output) and the mode
+    that runs it (:func:`mode`)."""
     if spec.tune:
         return "tuned benchmark" if spec.tune == "auto" or len(models) > 1 or spec.seeds > 1 else "search"
     if spec.analysis:
@@ -202,39 +219,11 @@ def main(argv=None):
         dataset = spec.dataset or DEFAULT_DATASET
         if spec.results:
             check_results_target(spec, models, dataset)
-        # the library modules below import torch and RecBole: imported here so that --help stays fast
-        if spec.tune and (spec.tune == "auto" or len(models) > 1 or spec.seeds > 1):
-            from recbole_ssr.experiments.tune.tuned_benchmark import run_tuned_benchmark
-
-            if spec.tune != "auto" and len(models) > 1:
-                raise ConfigError(f"--tune={spec.tune} is one search space; with several models use --tune=auto "
-                                  "(each model's properties/search/<Model>.yaml).")
-            run_tuned_benchmark(models, dataset, spec, overrides)
-        elif spec.tune:
-            from recbole_ssr.experiments.tune.driver import run_search
-
-            run_search(models[0], dataset, spec, overrides)
-        elif spec.analysis:
-            from recbole_ssr.experiments.analysis import run_analysis
-
-            run_analysis(spec.analysis, models, dataset, spec, overrides)
-        elif len(models) > 1 or spec.seeds > 1:
-            from recbole_ssr.experiments.side_by_side import run_side_by_side
-            from recbole_ssr.experiments.runner import ray_session
-
-            if spec.address:  # every (model, seed) run a Ray task on the cluster
-                with ray_session(spec.address):
-                    run_side_by_side(models, dataset, spec.seeds, spec.config_files, overrides, spec.results,
-                                     ray_runs=spec.ray_runs, overwrite=spec.overwrite)
-            else:
-                run_side_by_side(models, dataset, spec.seeds, spec.config_files, overrides, spec.results,
-                                 overwrite=spec.overwrite)
-        else:
-            from recbole_ssr.experiments.run import run
-
-            outcome = run(models[0], dataset, spec.config_files, overrides, results=spec.results,
-                          overwrite=spec.overwrite)
-            print(summary_line(outcome))
+        kind = results_kind(spec, models)
+        if kind == "tuned benchmark" and spec.tune != "auto" and len(models) > 1:
+            raise ConfigError(f"--tune={spec.tune} is one search space; with several models use --tune=auto "
+                              "(each model's properties/search/<Model>.yaml).")
+        mode(kind)(models, dataset, spec, overrides)
     except RecboleSSRError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -249,10 +238,3 @@ def main(argv=None):
               "the disk has space, then run again.", file=sys.stderr)
         return 2
     return 0
-
-
-def summary_line(outcome):
-    test = outcome["test_result"]
-    metrics = ", ".join(f"{k}={v:.4f}" for k, v in test.items())
-    return (f"{outcome['model']} on {outcome['dataset']}: best epoch {outcome['best_epoch']}, "
-            f"{outcome['seconds_per_epoch']:.2f} s/epoch; test {metrics}")

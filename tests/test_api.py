@@ -24,7 +24,8 @@ def test_run_then_load_data_and_model_repeats_the_runs_test_metrics(make_mmrec, 
     result = run_recbole_ssr(model=model, dataset=name, config_dict=dict(QUICK, data_path=root, epochs=2))
     config, loaded, dataset, train_data, valid_data, test_data = load_data_and_model(result["checkpoint"])
     assert type(loaded).__name__ == model and not loaded.training and config["model"] == model
-    assert dataset.inter_num == train_data.dataset.inter_num + valid_data.dataset.inter_num + test_data.dataset.inter_num
+    parts = (train_data, valid_data, test_data)
+    assert dataset.inter_num == sum(part.dataset.inter_num for part in parts)
     assert evaluate_loaded(config, loaded, test_data) == pytest.approx(result["test_result"], abs=1e-9)
 
 

@@ -120,3 +120,12 @@ def run_recbole_ssr(model=None, dataset=None, config_file_list=None, config_dict
     ``dataset`` and return what ``--results`` writes (:func:`run`), including the ``checkpoint`` path that
     :func:`recbole_ssr.load_data_and_model` loads."""
     return run(model, dataset, config_file_list, config_dict, saved=saved, results=results)
+
+
+def run_one(models, dataset, spec, overrides):
+    """The command line's single run (one model, one seed): :func:`run`, then its summary line."""
+    outcome = run(models[0], dataset, spec.config_files, overrides, results=spec.results, overwrite=spec.overwrite)
+    test = ", ".join(f"{k}={v:.4f}" for k, v in outcome["test_result"].items())
+    print(f"{outcome['model']} on {outcome['dataset']}: best epoch {outcome['best_epoch']}, "
+          f"{outcome['seconds_per_epoch']:.2f} s/epoch; test {test}")
+    return outcome

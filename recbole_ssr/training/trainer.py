@@ -26,8 +26,8 @@ Differences from ``recbole.trainer.Trainer.fit`` (everything else - batches, los
 * Progress of a slow epoch: without RecBole's progress bar (``show_progress``), a line every
   ``progress_interval`` seconds (batches done, time left in the epoch), so a long silent epoch is not taken for a
   hang.
-* Checkpoints record ``data_fingerprint`` (:func:`recbole_ssr.training.checkpoint.training_data_fingerprint`): a tool that evaluates a checkpoint
-  can tell that the dataset changed since it was trained.
+* Checkpoints record ``data_fingerprint`` (:func:`recbole_ssr.training.checkpoint.training_data_fingerprint`): a
+  tool that evaluates a checkpoint can tell that the dataset changed since it was trained.
 """
 
 import os

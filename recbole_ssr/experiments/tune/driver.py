@@ -205,11 +205,16 @@ def _scheduler(settings, epochs):
                          reduction_factor=settings["reduction_factor"])
 
 
-def run_search(model, dataset, spec, overrides, forced_settings=None):
-    """Run (or, with ``spec.resume``, continue) a search; returns the best trial's summary (``best.json``).
+def run_search(models, dataset, spec, overrides, forced_settings=None):
+    """Run (or, with ``spec.resume``, continue) a search of ``models`` (one model) in ``spec.tune``; returns the best
+    trial's summary (``best.json``).
 
     ``forced_settings`` override every other source of search settings (the tuned benchmark gives every model the
     same budget, scheduler and searcher this way)."""
+    if len(models) != 1:
+        raise ConfigError(f"a search tunes one model, got {', '.join(models)}; with several models use --tune=auto "
+                          "(the tuned benchmark).")
+    model = models[0]
     if not spec.tune and not spec.resume:
         raise ConfigError("--tune=SPACE.yaml is required (e.g. properties/search/VBPR.yaml).")
     overrides = dict(overrides or {})

@@ -161,7 +161,7 @@ def _search(manifest, model, folder):
         resume_folder = None
     before = set(glob.glob(os.path.join(folder, SEARCHES, "*")))
     try:
-        summary = run_search(model, manifest["dataset"], _search_spec(manifest, model, folder, resume_folder),
+        summary = run_search([model], manifest["dataset"], _search_spec(manifest, model, folder, resume_folder),
                              dict(manifest["overrides"]), forced_settings=manifest["settings"])
     finally:  # remember the search folder at once, so that an interrupted search resumes
         if not resume_folder:
