@@ -173,7 +173,7 @@ def test_band_energy_shares_sum_to_one_and_leave_training_unchanged(make_mmrec, 
     assert len(totals) == 3 * 3 and np.allclose(totals.to_numpy(), 1.0, atol=1e-5)  # all/users/items x id/image/text
     assert {r["band"] for r in rows} == {0, 1, 2, 3}
     # the diagnostic call leaves the decomposer's edge-tracking state (and so training) untouched
-    model.decomposer(model.graph_signal()[0])
+    model.decomposer(model.signal()[0])
     state = model.decomposer.state
     before = {k: getattr(state, k) for k in ("calls", "stale", "free_moments", "band_edges", "energy_shares")}
     edges = model.decomposer.band_edges.clone()
@@ -222,7 +222,7 @@ def test_gate_weights_by_degree_and_similarity_rows(make_mmrec):
 def spy_terms(model, interaction):
     """Which loss terms/modules the training loss of ``model`` uses."""
     used = set()
-    for method in ("mask_consistency_loss", "contrastive_loss"):
+    for method in ("mask_consistency_loss", "contrast"):
         real = getattr(model, method)
         setattr(model, method, lambda *a, _m=method, _r=real, **k: used.add(_m) or _r(*a, **k))
     for group in ("operators", "gates"):
@@ -242,10 +242,10 @@ def test_ablation_variants_remove_exactly_their_term(make_mmrec):
     assert list(variants) == ["full", "no_masking", "no_operator", "no_gating", "no_contrastive", "id_only",
                               "only_image", "only_text"] and not skipped
     expected_missing = {"full": set(), "no_masking": {"mask_consistency_loss"}, "no_operator": {"operators"},
-                        "no_gating": {"gates"}, "no_contrastive": {"contrastive_loss"},
-                        "id_only": {"contrastive_loss"}, "only_image": {"contrastive_loss"},
-                        "only_text": {"contrastive_loss"}}  # one content modality: nothing to align
-    everything = {"mask_consistency_loss", "contrastive_loss", "operators", "gates"}
+                        "no_gating": {"gates"}, "no_contrastive": {"contrast"},
+                        "id_only": {"contrast"}, "only_image": {"contrast"},
+                        "only_text": {"contrast"}}  # one content modality: nothing to align
+    everything = {"mask_consistency_loss", "contrast", "operators", "gates"}
     _, _, (train, _, _) = build_ssr(config_dict, name)
     interaction = next(iter(train))
     for label, extra in variants.items():
