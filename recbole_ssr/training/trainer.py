@@ -141,9 +141,10 @@ class GroupEvaluationMixin:
                 "cold_rec_among": torch.cat(cold_among), "cold_pos": torch.cat(cold_pos).numpy()}
 
 
-class CheckpointFixMixin(GroupEvaluationMixin):
-    """Load our own checkpoints on torch >= 2.6 (``weights_only`` defaults to True there); every trainer this
-    package hands out also evaluates groups (:class:`GroupEvaluationMixin`)."""
+class CheckpointMixin:
+    """Checkpoints every trainer this package hands out writes and reads: uniquely named, written atomically, read
+    on torch >= 2.6 (:mod:`recbole_ssr.training.checkpoint`); and the NaN-loss error. Placed before RecBole's trainer
+    class in the bases (:data:`PLUGIN_MIXINS`)."""
 
     def _unique_checkpoint_name(self):
         os.makedirs(self.checkpoint_dir, exist_ok=True)
@@ -154,7 +155,7 @@ class CheckpointFixMixin(GroupEvaluationMixin):
 
     def _save_checkpoint(self, epoch, *args, **kwargs):
         """RecBole's checkpoint, written atomically (RecBole rewrites the best checkpoint in place)."""
-        if Trainer._save_checkpoint is not _recbole_save_checkpoint(type(self)):
+        if overridden_save(type(self)) is not vars(Trainer)["_save_checkpoint"]:
             return super()._save_checkpoint(epoch, *args, **kwargs)  # a trainer with its own checkpoint format
         verbose = args[0] if args else kwargs.pop("verbose", True)
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
@@ -216,20 +217,23 @@ class CheckpointFixMixin(GroupEvaluationMixin):
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
 
-def _recbole_save_checkpoint(trainer_class):
-    """The ``_save_checkpoint`` that ``trainer_class`` inherits from RecBole (past our mixin)."""
-    for klass in trainer_class.__mro__:
-        if klass is not CheckpointFixMixin and "_save_checkpoint" in vars(klass) and klass.__module__.startswith("recbole."):
-            return vars(klass)["_save_checkpoint"]
-    return None
+def overridden_save(trainer_class):
+    """The ``_save_checkpoint`` that :class:`CheckpointMixin` overrides in ``trainer_class``: RecBole's plain one
+    (then ours writes the checkpoint) or a RecBole trainer's own format (then that one does)."""
+    after = trainer_class.__mro__[trainer_class.__mro__.index(CheckpointMixin) + 1:]
+    return next(vars(klass)["_save_checkpoint"] for klass in after if "_save_checkpoint" in vars(klass))
 
 
-def with_checkpoint_fix(trainer_class):
-    """A RecBole trainer class (with its own training loop) that loads our checkpoints on current torch."""
-    return type(trainer_class.__name__, (CheckpointFixMixin, trainer_class), {})
+#: what this package adds to every RecBole trainer it hands out, first in the bases
+PLUGIN_MIXINS = (CheckpointMixin, GroupEvaluationMixin)
 
 
-class MultimodalTrainer(CheckpointFixMixin, Trainer):
+def with_plugin_mixins(trainer_class):
+    """A RecBole trainer class (with its own training loop) with :data:`PLUGIN_MIXINS`."""
+    return type(trainer_class.__name__, (*PLUGIN_MIXINS, trainer_class), {})
+
+
+class MultimodalTrainer(*PLUGIN_MIXINS, Trainer):
     """The trainer of every plugin model and of RecBole's models that use the plain ``Trainer``."""
 
     def __init__(self, config, model):
@@ -347,4 +351,4 @@ def get_trainer(model_type, model):
     if is_plugin_model(model_class):
         return getattr(model_class, "trainer_class", MultimodalTrainer)
     trainer = recbole_get_trainer(model_type, model_class.__name__)
-    return MultimodalTrainer if trainer is Trainer else with_checkpoint_fix(trainer)
+    return MultimodalTrainer if trainer is Trainer else with_plugin_mixins(trainer)
