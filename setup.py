@@ -4,7 +4,7 @@ The repository keeps its yaml files in the top-level ``properties/`` folder (one
 them as package data ``recbole_ssr/properties/``: the data-only package ``recbole_ssr.properties`` is mapped onto
 that folder, so ``pip wheel .`` / ``pip install .`` copy it into the package and an sdist carries it. Nothing is
 copied inside the checkout, and an editable install keeps reading the top-level folder
-(:func:`recbole_ssr.paths.properties_dir`).
+(:func:`recbole_ssr.core.paths.properties_dir`).
 """
 
 from setuptools import find_packages, setup

@@ -1,51 +1,15 @@
 """Command line of ``run_recbole_ssr.py``: one run, several models side by side, or a hyper-parameter search."""
 
-import ast
 import errno
 import os
 import sys
 
-from recbole_ssr.errors import ConfigError, RecboleSSRError, one_line_parser
-from recbole_ssr.spec import ExperimentSpec
+from recbole_ssr.core.errors import ConfigError, RecboleSSRError, one_line_parser
+from recbole_ssr.config.values import parse_value
+from recbole_ssr.core.spec import ExperimentSpec
 
 DEFAULT_DATASET = "ml-100k"
-
-
-def default_model():
-    """SSR once it is available, VBPR before."""
-    from recbole_ssr.utils import get_model
-
-    try:
-        get_model("SSR")
-        return "SSR"
-    except ConfigError:
-        return "VBPR"
-
-
-def parse_value(text):
-    """``--key=value`` -> a Python value: numbers, lists, dicts, booleans, None; otherwise the string.
-
-    Lists and mappings may be written as in Python (``['image']``) or as in the yaml files (``[image]``,
-    ``{image: 0.1, text: 0.9}``)."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null", "~"):
-        return None
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        pass
-    stripped = text.strip()
-    if stripped[:1] + stripped[-1:] in ("[]", "{}"):
-        import yaml
-
-        try:
-            return yaml.safe_load(stripped)
-        except yaml.YAMLError:
-            raise ConfigError(f"cannot parse '{text}' as a list or mapping: write e.g. [image, text] or "
-                              "{image: 0.1, text: 0.9}.") from None
-    return text
+DEFAULT_MODEL = "SSR"
 
 
 def build_parser():
@@ -94,7 +58,7 @@ def build_parser():
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="FOLDER",
                         help="resume an interrupted search (--tune): the latest unfinished one of this model and "
                              "dataset, or the search FOLDER given")
-    # --- search resources and output (recbole_ssr/tune/) ---
+    # --- search resources and output (recbole_ssr/experiments/tune/) ---
     parser.add_argument("--cpus_per_trial", type=float, default=None, help="CPUs per trial (--tune; default 1)")
     parser.add_argument("--gpus_per_trial", type=float, default=None,
                         help="GPUs per trial, fractions allowed, e.g. 0.5 (--tune; default 0 = CPU)")
@@ -139,8 +103,8 @@ def parse_args(argv):
 
 def check_options(spec):
     """The runner's own options, before anything is loaded: names not empty, no model twice, counts and ASHA
-    settings within range (the search settings' own rules, :func:`recbole_ssr.search_space.setting_error`)."""
-    from recbole_ssr.search_space import setting_error
+    settings within range (the search settings' own rules, :func:`recbole_ssr.config.search_space.setting_error`)."""
+    from recbole_ssr.config.search_space import setting_error
 
     for option in ("model", "dataset"):
         value = getattr(spec, option)
@@ -164,13 +128,30 @@ def check_options(spec):
         if error is not None:
             raise error
     if spec.results is not None:
-        from recbole_ssr.safe_io import check_results_name
+        from recbole_ssr.core.safe_io import check_results_name
 
         check_results_name(spec.results)
 
 
+def mode(kind):
+    """The function that runs a command of this kind; every one takes ``(models, dataset, spec, overrides)``.
+    Imported on demand (they import torch and RecBole), so that --help and bad options stay fast."""
+    if kind == "tuned benchmark":
+        from recbole_ssr.experiments.tune.tuned_benchmark import run_tuned_benchmark as runner
+    elif kind == "search":
+        from recbole_ssr.experiments.tune.driver import run_search as runner
+    elif kind.endswith("analysis"):
+        from recbole_ssr.experiments.analysis import run_analysis as runner
+    elif kind == "side-by-side":
+        from recbole_ssr.experiments.side_by_side import run_side_by_side as runner
+    else:
+        from recbole_ssr.experiments.run import run_one as runner
+    return runner
+
+
 def results_kind(spec, models):
-    """What a command writes to ``--results``: the kind of output of the provenance marker."""
+    """The kind of command: what it writes to ``--results`` (the provenance marker's kind of output) and the mode
+    that runs it (:func:`mode`)."""
     if spec.tune:
         return "tuned benchmark" if spec.tune == "auto" or len(models) > 1 or spec.seeds > 1 else "search"
     if spec.analysis:
@@ -179,9 +160,9 @@ def results_kind(spec, models):
 
 
 def check_results_target(spec, models, dataset):
-    """``--results`` can be written, and replacing it is allowed (:func:`recbole_ssr.safe_io.check_may_replace`):
+    """``--results`` can be written, and replacing it is allowed (:func:`recbole_ssr.core.safe_io.check_may_replace`):
     checked before anything is trained."""
-    from recbole_ssr.safe_io import check_may_replace, check_writable_file
+    from recbole_ssr.core.safe_io import check_may_replace, check_writable_file
 
     check_writable_file(spec.results, "--results")
     inputs = {path: "a config file (--config_files)" for path in spec.config_files or []}
@@ -191,7 +172,7 @@ def check_results_target(spec, models, dataset):
     kind = results_kind(spec, models)
     check_may_replace(spec.results, kind, models, dataset, overwrite=spec.overwrite, inputs=inputs)
     if kind in ("side-by-side", "tuned benchmark"):
-        from recbole_ssr.safe_io import check_appendable_log, check_may_replace_table
+        from recbole_ssr.core.safe_io import check_appendable_log, check_may_replace_table
 
         stem = spec.results[:-len(".json")]
         check_may_replace_table(f"{stem}.csv", "model,runs_ok,runs_failed", "--results table", spec.overwrite)
@@ -215,7 +196,7 @@ def main(argv=None):
     try:
         spec, overrides = parse_args(argv)
         if spec.tune:
-            from recbole_ssr.paths import resolve_shipped
+            from recbole_ssr.core.paths import resolve_shipped
 
             spec.tune = resolve_shipped(spec.tune)  # the documented properties/search/<Model>.yaml, from anywhere
         if "show_progress" not in overrides and sys.stdout.isatty():
@@ -224,7 +205,7 @@ def main(argv=None):
             if spec.analysis != "groups":
                 raise ConfigError("--analysis_from builds a report from finished runs: it works with "
                                   "--analysis=groups only (the other analyses train their own variants).")
-            from recbole_ssr.report import load_runs
+            from recbole_ssr.core.report import load_runs
 
             spec.analysis_from = [f for f in spec.analysis_from.replace(",", " ").split() if f]
             found = load_runs(spec.analysis_from)
@@ -234,52 +215,18 @@ def main(argv=None):
                                   "leave --analysis_from out to train them.")
             spec.model = spec.model or ",".join(dict.fromkeys(r["model"] for r in found))
             spec.dataset = spec.dataset or found[0].get("dataset")
-        models = [m.strip() for m in (spec.model or default_model()).split(",") if m.strip()]
+        models = [m.strip() for m in (spec.model or DEFAULT_MODEL).split(",") if m.strip()]
         dataset = spec.dataset or DEFAULT_DATASET
         if spec.results:
             check_results_target(spec, models, dataset)
-        # the library modules below import torch and RecBole: imported here so that --help stays fast
-        if spec.tune and (spec.tune == "auto" or len(models) > 1 or spec.seeds > 1):
-            from recbole_ssr.tuned_benchmark import run_tuned_benchmark
-
-            if spec.tune != "auto" and len(models) > 1:
-                raise ConfigError(f"--tune={spec.tune} is one search space; with several models use --tune=auto "
-                                  "(each model's properties/search/<Model>.yaml).")
-            run_tuned_benchmark(models, dataset, spec, overrides)
-        elif spec.tune:
-            from recbole_ssr.tune.driver import run_search
-
-            run_search(models[0], dataset, spec, overrides)
-        elif spec.analysis:
-            from recbole_ssr.analysis import run_analysis
-
-            run_analysis(spec.analysis, models, dataset, spec, overrides)
-        elif len(models) > 1 or spec.seeds > 1:
-            from recbole_ssr.benchmark import run_side_by_side
-            from recbole_ssr.runner import ray_session
-
-            if spec.address:  # every (model, seed) run a Ray task on the cluster
-                with ray_session(spec.address):
-                    run_side_by_side(models, dataset, spec.seeds, spec.config_files, overrides, spec.results,
-                                     ray_runs=spec.ray_runs, overwrite=spec.overwrite)
-            else:
-                run_side_by_side(models, dataset, spec.seeds, spec.config_files, overrides, spec.results,
-                                 overwrite=spec.overwrite)
-        else:
-            from recbole_ssr.quick_start import run
-
-            outcome = run(models[0], dataset, spec.config_files, overrides, results=spec.results,
-                          overwrite=spec.overwrite)
-            print(summary_line(outcome))
+        kind = results_kind(spec, models)
+        if kind == "tuned benchmark" and spec.tune != "auto" and len(models) > 1:
+            raise ConfigError(f"--tune={spec.tune} is one search space; with several models use --tune=auto "
+                              "(each model's properties/search/<Model>.yaml).")
+        mode(kind)(models, dataset, spec, overrides)
     except RecboleSSRError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("recbole_ssr."):
-            print(f"error: this feature ({exc.name}) is not available in this version of recbole-ssr.",
-                  file=sys.stderr)
-            return 2
-        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -291,10 +238,3 @@ def main(argv=None):
               "the disk has space, then run again.", file=sys.stderr)
         return 2
     return 0
-
-
-def summary_line(outcome):
-    test = outcome["test_result"]
-    metrics = ", ".join(f"{k}={v:.4f}" for k, v in test.items())
-    return (f"{outcome['model']} on {outcome['dataset']}: best epoch {outcome['best_epoch']}, "
-            f"{outcome['seconds_per_epoch']:.2f} s/epoch; test {metrics}")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Reliability catalogue (issues 14 and 20): bad inputs and faults against the real command lines, on tiny generated
+"""Reliability catalogue: bad inputs and faults against the real command lines, on tiny generated
 data.
 
     python scripts/fault_catalogue.py                 # every case, a markdown table on stdout
@@ -7,7 +7,7 @@ data.
     python scripts/fault_catalogue.py --skip-slow     # without the two-first-runs-of-ml-100k case (~1-2 min)
     python scripts/fault_catalogue.py --repo OTHER    # the same cases against another checkout (e.g. before a fix)
 
-Each case runs ``run_recbole_ssr.py`` or ``python -m recbole_ssr.prepare`` in a fresh temporary folder. A case is
+Each case runs ``run_recbole_ssr.py`` or ``python -m recbole_ssr.data.prepare`` in a fresh temporary folder. A case is
 *clean* when the command ends as expected: a fault ends with a non-zero exit, its last stderr line is one
 ``error: ...`` sentence matching the case's pattern, there is no traceback and no warning on stderr, and the case's
 check of the files holds (nothing lost, nothing half-written); a valid input ends with exit 0, its check holds and
@@ -34,8 +34,8 @@ import pandas as pd
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNER = [sys.executable, os.path.join(REPO, "run_recbole_ssr.py")]
-BAND_SCALE = [sys.executable, os.path.join(REPO, "benchmarks", "ssr_eval_band_scale.py")]
-PREPARE = [sys.executable, "-m", "recbole_ssr.prepare"]
+BAND_SCALE = [sys.executable, "-m", "recbole_ssr.experiments.eval_band_scale"]
+PREPARE = [sys.executable, "-m", "recbole_ssr.data.prepare"]
 QUICK = ["--epochs=1", "--train_batch_size=64", "--eval_batch_size=100000", "--stopping_step=1"]
 
 
@@ -279,7 +279,7 @@ def cases():
     return listing
 
 
-# ------------------------------------------------------------------------------------- issue 20: the hostile test
+# ---------------------------------------------------------------------------------------------- the hostile test
 def stamped_results(kind, model, dataset="tiny"):
     """What this project writes as --results (the provenance marker and the keys of a run's results)."""
     return {"written_by": {"program": "recbole-ssr", "kind": kind, "models": [model], "dataset": dataset},
@@ -606,7 +606,6 @@ def main(argv=None):
         global REPO
         REPO = os.path.abspath(args.repo)
         RUNNER[1] = os.path.join(REPO, "run_recbole_ssr.py")
-        BAND_SCALE[1] = os.path.join(REPO, "benchmarks", "ssr_eval_band_scale.py")
     selected = [c for c in cases() if (not args.only or args.only in c.name)
                 and not (args.skip_slow and "ml-100k" in c.name)]
     print("| # | case | class | expected | exit | clean | last stderr line |")

@@ -1,6 +1,6 @@
 """Fixed-seed fingerprint of every model: a refactoring that changes no number leaves this JSON unchanged.
 
-Trains each model for a few epochs with the configured seed (``recbole_ssr.quick_start.run``, no checkpoint) and
+Trains each model for a few epochs with the configured seed (``recbole_ssr.experiments.run.run``, no checkpoint) and
 records its valid/test metrics, a SHA-256 of its final parameters and buffers (named, and name-free so that a
 renamed attribute alone does not count as a change) and a SHA-256 of the full-sort scores of every user. Each model
 runs in its own process, so no model sees state left behind by another.
@@ -54,7 +54,7 @@ def fingerprint(model, dataset):
 
 
 def run_one(model_name, args):
-    from recbole_ssr.quick_start import run
+    from recbole_ssr.experiments.run import run
 
     captured = {}
     config = {"epochs": args.epochs, "show_progress": False, "stopping_step": 1000}

@@ -64,10 +64,9 @@ def run_one(model_name, args):
     import numpy as np
     import torch
     from recbole.data.interaction import Interaction
-    from recbole.utils import init_seed
 
-    from recbole_ssr.quick_start import peak_rss_mb, prepare
-    from recbole_ssr.utils import get_model, get_trainer
+    from recbole_ssr.experiments.run import peak_rss_mb
+    from recbole_ssr.training.build import build, prepare
 
     cuda = args.device == "cuda"
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
@@ -75,13 +74,13 @@ def run_one(model_name, args):
                    "checkpoint_dir": args.scratch, "data_path": args.data_path,
                    # RecBole writes gpu_id into CUDA_VISIBLE_DEVICES: keep a GPU the caller chose; '' = CPU only
                    "gpu_id": (visible.split(",")[0] or "0") if cuda else ""}
-    config, _, (train_data, valid_data, _) = prepare(model_name, args.dataset, config_dict=config_dict)
+    prepared = prepare(model_name, args.dataset, config_dict=config_dict)
+    config, _, (train_data, valid_data, _) = prepared
     device = config["device"]
     if cuda and device.type != "cuda":
         raise SystemExit(f"error: {model_name}: RecBole chose {device} although CUDA was asked for")
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data.dataset).to(device)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    built = build(prepared=prepared)  # the model seeded by RecBole's rule, on config["device"]
+    model, trainer = built.model, built.trainer
     start_sum = float(sum(p.detach().double().abs().sum() for p in model.parameters()))
 
     states = (torch.get_rng_state(), torch.cuda.get_rng_state() if cuda else None, np.random.get_state(),
@@ -248,7 +247,7 @@ def table(results, args):
 
 
 def write_outputs(results, args):
-    from recbole_ssr.safe_io import atomic_write, write_json
+    from recbole_ssr.core.safe_io import atomic_write, write_json
 
     write_json(args.out + ".json", results)
     header = (f"# GPU check: {args.dataset}, seed {args.seed}, one epoch, {args.devices[0]} vs {args.devices[1]}\n\n"
@@ -313,8 +312,8 @@ def main(argv=None):
                   f"CPU-only torch build ({torch.__version__}), or CUDA_VISIBLE_DEVICES hides it); nothing was "
                   "run. --devices=cpu,cpu checks the script itself.", file=sys.stderr)
             return EXIT_NO_CUDA
-    from recbole_ssr.errors import ConfigError
-    from recbole_ssr.utils import get_model
+    from recbole_ssr.core.errors import ConfigError
+    from recbole_ssr.model.registry import get_model
 
     for model in models:
         try:

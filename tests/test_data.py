@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from conftest import QUICK
-from recbole_ssr.config import Config
+from recbole_ssr.config.configurator import Config
+from recbole_ssr.core.errors import ConfigError, DataError
 from recbole_ssr.data.dataloader import data_preparation
-from recbole_ssr.errors import ConfigError, DataError
-from recbole_ssr.utils import create_dataset
+from recbole_ssr.data.dataset import create_dataset
 
 
 def load(model, name, config):

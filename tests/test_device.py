@@ -23,8 +23,9 @@ from torch import nn
 
 from conftest import QUICK, REPO_ROOT
 from placement import PlacementError, PretendCuda
-from recbole_ssr.quick_start import prepare
-from recbole_ssr.utils import get_model, get_trainer
+from recbole_ssr.training.build import prepare
+from recbole_ssr.model.registry import get_model
+from recbole_ssr.training.trainer import get_trainer
 
 CUDA = torch.device("cuda")
 SSR_EXTENSIONS = {"band_method": "chebyshev", "band_refresh_every": 2, "band_scale": [1.0, 1.0, 0.5],
@@ -230,8 +231,8 @@ def test_plugin_models_can_be_built_on_the_cpu_and_moved(make_mmrec, case):
 def test_a_search_leaves_every_gpu_visible_to_ray(make_mmrec, monkeypatch, visible):
     """The driver resolves the configuration before it starts Ray; RecBole's Config writes gpu_id into
     CUDA_VISIBLE_DEVICES, and Ray counts only visible GPUs - so the driver must leave the variable as it was."""
-    from recbole_ssr.config import Config
-    from recbole_ssr.tune import driver
+    from recbole_ssr.config.configurator import Config
+    from recbole_ssr.experiments.tune import driver
 
     root, name, _ = make_mmrec()
     if visible is None:

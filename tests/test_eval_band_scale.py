@@ -1,16 +1,13 @@
-"""benchmarks/ssr_eval_band_scale.py: choosing SSR's eval_band_scale on validation from trained runs."""
+"""recbole_ssr/experiments/eval_band_scale.py: choosing SSR's eval_band_scale on validation from trained runs."""
 
 import json
 import os
-import sys
 
 import pytest
 
-from conftest import QUICK, REPO_ROOT
-from recbole_ssr.quick_start import run
-
-sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
-import ssr_eval_band_scale  # noqa: E402
+from conftest import QUICK
+from recbole_ssr.experiments import eval_band_scale
+from recbole_ssr.experiments.run import run
 
 
 def test_candidates_are_scored_on_the_trained_weights_and_chosen_by_validation(make_mmrec, tmp_path):
@@ -20,7 +17,7 @@ def test_candidates_are_scored_on_the_trained_weights_and_chosen_by_validation(m
         results = str(tmp_path / f"run{seed}.json")
         runs.append(run("SSR", name, config_dict=dict(QUICK, data_path=root, epochs=2, seed=seed), results=results))
         assert os.path.isfile(runs[-1]["checkpoint"])
-    chosen = ssr_eval_band_scale.main([str(tmp_path / "run1.json"), runs[1]["checkpoint"], "--high=0.5,0",
+    chosen = eval_band_scale.main([str(tmp_path / "run1.json"), runs[1]["checkpoint"], "--high=0.5,0",
                                        "--results=choice.json"])
     out = json.load(open("choice.json"))
     assert [c["scale"] for c in out["runs"][0]["candidates"]] == [[1.0, 1.0, 1.0], [1.0, 1.0, 0.5], [1.0, 1.0, 0.0]]
@@ -38,20 +35,20 @@ def test_candidates_are_scored_on_the_trained_weights_and_chosen_by_validation(m
 
 def test_bad_runs_are_clear_errors(make_mmrec, tmp_path, capsys):
     with pytest.raises(SystemExit, match="missing.json: no such file"):
-        ssr_eval_band_scale.main(["missing.json"])
+        eval_band_scale.main(["missing.json"])
     root, name, _ = make_mmrec()
     run("BPR", name, config_dict=dict(QUICK, data_path=root), results="bpr.json")
     with pytest.raises(SystemExit, match="a BPR checkpoint; eval_band_scale is an SSR setting"):
-        ssr_eval_band_scale.main(["bpr.json"])
+        eval_band_scale.main(["bpr.json"])
     run("SSR", name, config_dict=dict(QUICK, data_path=root), results="ssr_saved.json")
     run("SSR", name, config_dict=dict(QUICK, data_path=root), results="ssr.json", saved=False)
     with pytest.raises(SystemExit, match="ssr.json: its 'checkpoint' entry"):
-        ssr_eval_band_scale.main(["ssr.json"])
+        eval_band_scale.main(["ssr.json"])
     with pytest.raises(SystemExit, match="eval_band_scale: expected ~ or a list of 3 non-negative numbers"):
-        ssr_eval_band_scale.main(["ssr_saved.json", '--candidates=[[1, 1, "half"]]'])
+        eval_band_scale.main(["ssr_saved.json", '--candidates=[[1, 1, "half"]]'])
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="junk.pth: not a checkpoint written by a recbole-ssr run"):
-        ssr_eval_band_scale.main([str(tmp_path / "junk.pth")])
+        eval_band_scale.main([str(tmp_path / "junk.pth")])
 
 
 def test_truncated_foreign_and_stale_inputs_are_one_error_line(make_mmrec, tmp_path):
@@ -60,18 +57,18 @@ def test_truncated_foreign_and_stale_inputs_are_one_error_line(make_mmrec, tmp_p
     text = open("ssr.json").read()
     open("truncated.json", "w").write(text[: len(text) // 2])
     with pytest.raises(SystemExit, match=r"^error: truncated.json: not a complete JSON file .* truncated"):
-        ssr_eval_band_scale.main(["truncated.json"])
+        eval_band_scale.main(["truncated.json"])
     json.dump([1, 2], open("list.json", "w"))
     with pytest.raises(SystemExit, match=r"^error: list.json: not the --results JSON of one run"):
-        ssr_eval_band_scale.main(["list.json"])
+        eval_band_scale.main(["list.json"])
     with open(trained["checkpoint"], "rb") as handle:
         open("torn.pth", "wb").write(handle.read()[:1000])
     with pytest.raises(SystemExit, match=r"^error: torn.pth: not a checkpoint written by a recbole-ssr run"):
-        ssr_eval_band_scale.main(["torn.pth"])
+        eval_band_scale.main(["torn.pth"])
     with pytest.raises(SystemExit, match=r"^error: --results=out.txt: a results file name ends in .json"):
-        ssr_eval_band_scale.main(["ssr.json", "--results=out.txt"])
+        eval_band_scale.main(["ssr.json", "--results=out.txt"])
     with pytest.raises(SystemExit, match=r"^error: --results ssr.json is also an input of this tool"):
-        ssr_eval_band_scale.main(["ssr.json", "--results=ssr.json"])
+        eval_band_scale.main(["ssr.json", "--results=ssr.json"])
 
     # the dataset changed since training: same items, other interactions (the recorded fingerprint differs) ...
     inter = f"{root}/{name}/{name}.inter"
@@ -80,7 +77,7 @@ def test_truncated_foreign_and_stale_inputs_are_one_error_line(make_mmrec, tmp_p
     changed.drop_duplicates(["userID", "itemID"]).to_csv(inter, sep="\t", index=False)
     with pytest.raises(SystemExit, match=r"^error: .*\.pth: trained on another version of dataset 'tiny' than the one "
                                          r"now in .* \(its training interactions differ\)"):
-        ssr_eval_band_scale.main(["ssr.json"])
+        eval_band_scale.main(["ssr.json"])
     # ... or fewer users, with a checkpoint of an earlier version (no fingerprint): its weights do not fit
     import torch
 
@@ -90,4 +87,4 @@ def test_truncated_foreign_and_stale_inputs_are_one_error_line(make_mmrec, tmp_p
     frame[frame.userID < 30][["userID", "itemID", "x_label"]].to_csv(inter, sep="\t", index=False)
     with pytest.raises(SystemExit, match=r"^error: old.pth: trained on another version of dataset 'tiny' .*: its weights "
                                          r"do not fit"):
-        ssr_eval_band_scale.main(["old.pth"])
+        eval_band_scale.main(["old.pth"])

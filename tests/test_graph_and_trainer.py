@@ -6,11 +6,12 @@ import scipy.sparse as sp
 import torch
 
 from conftest import QUICK
-from recbole_ssr.model.graph import (GraphCache, bipartite_adjacency, csr_transpose, knn_adjacency, knn_neighbours,
-                                     propagate, rw_normalized)
-from recbole_ssr.quick_start import prepare
-from recbole_ssr.trainer import MultimodalTrainer
-from recbole_ssr.utils import get_model
+from recbole_ssr.core.cache import GraphCache
+from recbole_ssr.training.build import prepare
+from recbole_ssr.model.graph import (bipartite_adjacency, csr_transpose, knn_adjacency, knn_neighbours, propagate,
+                                     rw_normalized)
+from recbole_ssr.model.registry import get_model
+from recbole_ssr.training.trainer import MultimodalTrainer
 
 
 def test_normalized_adjacency_matches_dense_formula():

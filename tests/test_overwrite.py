@@ -12,9 +12,12 @@ import signal
 import pytest
 
 from conftest import QUICK
-from recbole_ssr import benchmark, cli, runner, safe_io
-from recbole_ssr.errors import ConfigError, RecboleSSRError
-from recbole_ssr.safe_io import (append_jsonl, check_may_replace, exclusive_lock, read_jsonl, results_identity,
+from recbole_ssr import cli
+from recbole_ssr.core import safe_io
+from recbole_ssr.experiments import runner, side_by_side
+from recbole_ssr.core.errors import ConfigError, RecboleSSRError
+from recbole_ssr.core.spec import ExperimentSpec
+from recbole_ssr.core.safe_io import (append_jsonl, check_may_replace, exclusive_lock, read_jsonl, results_identity,
                                  stamped, write_json)
 
 
@@ -38,7 +41,7 @@ def tiny_args(root, name, *extra, model="VBPR"):
 
 @pytest.fixture
 def never_train(monkeypatch):
-    from recbole_ssr.trainer import MultimodalTrainer
+    from recbole_ssr.training.trainer import MultimodalTrainer
 
     def refuse(*args, **kwargs):
         raise AssertionError("training started although the problem was knowable before it")
@@ -158,7 +161,7 @@ def test_json_never_holds_nan_or_infinity(tmp_path):
 
     # a batch whose every run failed: the summary's means are NaN in memory, null with a reason on disk
     runs = [{"model": "BPR", "seed": 1, "status": "failed", "error": "boom"}]
-    benchmark.write_outputs("tiny", ["BPR"], [1], runs, str(tmp_path / "b.json"))
+    side_by_side.write_outputs("tiny", ["BPR"], [1], runs, str(tmp_path / "b.json"))
     summary = strict_load(tmp_path / "b.json")["summary"][0]
     assert summary["recall@20_mean"] is None and summary["recall@20_mean_null_reason"]
 
@@ -173,7 +176,7 @@ def test_seeds_below_one_are_refused(capfd):
 # ----------------------------------------------------------------------------------------- resumable side-by-side
 def test_an_interrupted_batch_resumes_and_its_log_is_only_appended(make_mmrec, tmp_path, monkeypatch, capsys):
     root, name, _ = make_mmrec()
-    monkeypatch.setattr(benchmark, "run_many", functools.partial(runner.run_many, isolated=False))
+    monkeypatch.setattr(side_by_side, "run_many", functools.partial(runner.run_many, isolated=False))
     real, calls = runner.run_in_process, []
 
     def interrupted_second_run(*args):
@@ -186,7 +189,7 @@ def test_an_interrupted_batch_resumes_and_its_log_is_only_appended(make_mmrec, t
     results = str(tmp_path / "bench.json")
     overrides = dict(QUICK, data_path=root)
     with pytest.raises(KeyboardInterrupt):
-        benchmark.run_side_by_side(["VBPR", "BPR"], name, 2, overrides=overrides, results_path=results)
+        side_by_side.run_side_by_side(["VBPR", "BPR"], name, ExperimentSpec(seeds=2, results=results), overrides)
     assert "interrupted: 1 of 4 run(s) finished and are kept in" in capsys.readouterr().out
     log = tmp_path / "bench.runs.jsonl"
     kept = log.read_bytes()
@@ -195,7 +198,8 @@ def test_an_interrupted_batch_resumes_and_its_log_is_only_appended(make_mmrec, t
     monkeypatch.setattr(runner, "run_in_process", real)
     trained = []
     monkeypatch.setattr(runner, "run_in_process", lambda *args: trained.append(args[0]) or real(*args))
-    rows, runs = benchmark.run_side_by_side(["VBPR", "BPR"], name, 2, overrides=overrides, results_path=results)
+    rows, runs = side_by_side.run_side_by_side(["VBPR", "BPR"], name, ExperimentSpec(seeds=2, results=results),
+                                               overrides)
     out = capsys.readouterr().out
     assert "1 of 4 run(s) reused from" in out and len(trained) == 3
     assert log.read_bytes().startswith(kept) and len(log.read_bytes().splitlines()) == 4  # appended, not rewritten
@@ -205,10 +209,10 @@ def test_an_interrupted_batch_resumes_and_its_log_is_only_appended(make_mmrec, t
 
     # the same command again: everything reused; another configuration: nothing reused, the log only grows
     trained.clear()
-    benchmark.run_side_by_side(["VBPR", "BPR"], name, 2, overrides=overrides, results_path=results)
+    side_by_side.run_side_by_side(["VBPR", "BPR"], name, ExperimentSpec(seeds=2, results=results), overrides)
     assert "4 of 4 run(s) reused" in capsys.readouterr().out and trained == []
-    benchmark.run_side_by_side(["VBPR", "BPR"], name, 1, overrides=dict(overrides, learning_rate=0.01),
-                               results_path=results)
+    side_by_side.run_side_by_side(["VBPR", "BPR"], name, ExperimentSpec(seeds=1, results=results),
+                                   dict(overrides, learning_rate=0.01))
     assert "2 finished run(s) there have another configuration" in capsys.readouterr().out and len(trained) == 2
     assert len(log.read_bytes().splitlines()) == 6
 
@@ -229,7 +233,7 @@ def test_a_torn_last_line_is_skipped_with_its_line_number(tmp_path, capsys):
     append_jsonl(log, dict(good, seed=2))  # a resumed batch appends on a line of its own
     records, skipped = read_jsonl(log)
     assert [r["seed"] for r in records] == [1, 2] and skipped == [3]
-    rows = benchmark.merge([str(log)], str(tmp_path / "merged.json"))
+    rows = side_by_side.merge([str(log)], str(tmp_path / "merged.json"))
     assert rows[0]["runs_ok"] == 2
 
 
@@ -286,7 +290,7 @@ def test_prepare_refuses_to_replace_a_file_edited_since_it_wrote_it(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from recbole_ssr.prepare import PrepareError, prepare_dataset
+    from recbole_ssr.data.prepare import PrepareError, prepare_dataset
 
     rng = np.random.default_rng(0)
     rows = [(f"u{u}", f"i{i}") for u in range(12) for i in rng.choice(9, size=5, replace=False)]

@@ -109,7 +109,7 @@ def test_non_editable_install_trains_from_any_directory(venv, tmp_path):
     # The package that runs is the installed one, not the checkout (and not the editable finder of this venv).
     probe = _run([str(python), "-c", textwrap.dedent("""
         import json, sys, recbole_ssr
-        from recbole_ssr.paths import properties_dir
+        from recbole_ssr.core.paths import properties_dir
         print(json.dumps({"file": recbole_ssr.__file__, "properties": properties_dir(),
                           "finders": [type(f).__name__ for f in sys.meta_path],
                           "editable": [m for m in sys.modules if "editable" in m]}))
@@ -189,7 +189,7 @@ def test_missing_recbole_is_one_line_with_the_fix(tmp_path):
         import recbole_ssr
         assert recbole_ssr.RECBOLE_PROBLEM
         try:
-            from recbole_ssr.config import Config
+            from recbole_ssr.config.configurator import Config
         except ImportError as exc:
             print(exc)
     """), tmp_path)
@@ -210,7 +210,7 @@ def test_wrong_recbole_version_is_one_line_with_the_fix(tmp_path):
 
 
 def test_documented_search_space_paths_resolve_from_any_directory(tmp_path):
-    from recbole_ssr.paths import properties_dir, resolve_shipped
+    from recbole_ssr.core.paths import properties_dir, resolve_shipped
 
     shipped = os.path.join(properties_dir(), "search", "SSR.yaml")
     assert resolve_shipped("properties/search/SSR.yaml") == shipped  # the working directory has no properties/

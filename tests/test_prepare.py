@@ -1,4 +1,4 @@
-"""python -m recbole_ssr.prepare: raw interactions/items/images -> MMRec-layout dataset.
+"""python -m recbole_ssr.data.prepare: raw interactions/items/images -> MMRec-layout dataset.
 
 Raw fixtures are generated here (images drawn with PIL). Most tests use tiny deterministic encoders; one test
 runs the real all-MiniLM-L6-v2 + EfficientNet-Lite0, one the real posters in ../shared/data (skipped when absent).
@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from recbole_ssr.prepare import PrepareError, assign_labels, kcore_mask, prepare_dataset
-from recbole_ssr.prepare.cli import main
+from recbole_ssr.data.prepare import PrepareError, assign_labels, kcore_mask, prepare_dataset
+from recbole_ssr.data.prepare.cli import main
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POSTERS = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data", "posters_sample")
@@ -428,7 +428,7 @@ def test_unreadable_image_is_an_error_or_skipped(tmp_path):
 def test_cli_errors_exit_nonzero_without_traceback(tmp_path, capsys):
     pd.DataFrame({"user_id": ["a"], "score_x": [1]}).to_csv("raw.csv", index=False)
     env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "recbole_ssr.prepare", "--interactions", "raw.csv",
+    proc = subprocess.run([sys.executable, "-m", "recbole_ssr.data.prepare", "--interactions", "raw.csv",
                            "--output", "out/x", "--name", "x"], capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.returncode == 1
@@ -445,7 +445,7 @@ def test_cli_errors_exit_nonzero_without_traceback(tmp_path, capsys):
 # ------------------------------------------------------------------------------------ runner and real encoders
 
 def test_prepared_folder_trains_through_the_runner(tmp_path, capsys):
-    from recbole_ssr import quick_start
+    from recbole_ssr.experiments.run import run
     random_interactions(n_users=40, n_items=20, density=0.4, seed=11).to_csv("raw.csv", index=False)
     write_items("items.csv", range(20))
     write_images("img", range(0, 20, 2))
@@ -453,7 +453,7 @@ def test_prepared_folder_trains_through_the_runner(tmp_path, capsys):
                    "--output", str(tmp_path / "data" / "toy"), "--name", "toy",
                    "--text-encoder", "hashing", "--image-encoder", "thumbnail", "--quiet"])
     assert status == 0
-    result = quick_start.run(model="VBPR", dataset="toy", config_dict=dict(QUICK_RUN, data_path=str(tmp_path / "data")),
+    result = run(model="VBPR", dataset="toy", config_dict=dict(QUICK_RUN, data_path=str(tmp_path / "data")),
                              saved=False)
     assert "test_result" in result and result["test_result"]
     assert all(np.isfinite(float(v)) for v in result["test_result"].values())
@@ -498,7 +498,7 @@ def test_real_posters_sample_images(tmp_path):
 
 
 def test_image_loading_transparency_and_output_overwriting_input(tmp_path):
-    from recbole_ssr.prepare.readers import load_image
+    from recbole_ssr.data.prepare.readers import load_image
 
     Image.new("RGBA", (8, 8), (255, 0, 0, 0)).save("clear.png")
     assert np.asarray(load_image("clear.png")).min() == 255  # transparent -> white background, RGB

@@ -14,9 +14,10 @@ import torch
 
 from conftest import QUICK, planted_features
 from recbole_ssr import cli
-from recbole_ssr.errors import ConfigError, DataError
-from recbole_ssr.prepare import PrepareError, prepare_dataset
-from recbole_ssr.safe_io import atomic_write
+from recbole_ssr.config.values import parse_value
+from recbole_ssr.core.errors import ConfigError, DataError
+from recbole_ssr.data.prepare import PrepareError, prepare_dataset
+from recbole_ssr.core.safe_io import atomic_write
 
 
 def folder_bytes(folder):
@@ -44,7 +45,7 @@ def tiny_args(root, name, *extra):
 @pytest.fixture
 def never_train(monkeypatch):
     """Fail the test if training starts: the faults below must be found before it."""
-    from recbole_ssr.trainer import MultimodalTrainer
+    from recbole_ssr.training.trainer import MultimodalTrainer
 
     def refuse(*args, **kwargs):
         raise AssertionError("training started although the problem was knowable before it")
@@ -100,8 +101,8 @@ def test_data_is_never_lost(tmp_path, monkeypatch):
 
 def test_checkpoints_survive_a_failed_save(make_mmrec, monkeypatch):
     """The trainer's best checkpoint is written atomically: a save that dies leaves the previous one loadable."""
-    from recbole_ssr.quick_start import run
-    from recbole_ssr.trainer import load_own_checkpoint
+    from recbole_ssr.experiments.run import run
+    from recbole_ssr.training.trainer import load_own_checkpoint
 
     root, name, _ = make_mmrec()
     real_save, seen = torch.save, {}
@@ -167,7 +168,7 @@ def test_settings_that_would_be_silently_wrong_are_refused(make_mmrec, tmp_path,
 
 
 def test_deliberate_extra_keys_are_declared(make_mmrec):
-    from recbole_ssr.config import Config
+    from recbole_ssr.config.configurator import Config
 
     root, name, _ = make_mmrec()
     with pytest.raises(ConfigError, match="unknown configuration key 'my_switch'.*extra_keys: \\[my_switch\\]"):
@@ -178,7 +179,7 @@ def test_deliberate_extra_keys_are_declared(make_mmrec):
 
 @pytest.mark.parametrize("short_modality", ["image", "text"])
 def test_modalities_must_agree_in_any_order(make_mmrec, short_modality):
-    from recbole_ssr.quick_start import prepare
+    from recbole_ssr.training.build import prepare
 
     root, name, _ = make_mmrec()
     np.save(f"{root}/{name}/{short_modality}_feat.npy", planted_features(29, 4))  # one row short (others: 30)
@@ -217,12 +218,12 @@ def test_cache_dir_none_trains_without_a_cache(make_mmrec, tmp_path, capfd):
 
 # ------------------------------------------------------------------------------------------- 5. messages that mislead
 def test_messages_say_what_is_meant(make_mmrec, tmp_path):
-    from recbole_ssr import compat
-    from recbole_ssr.config import Config
+    from recbole_ssr.core import compat
+    from recbole_ssr.config.configurator import Config
     from recbole_ssr.data.default import build_default_dataset
 
-    assert cli.parse_value("[image]") == ["image"] and cli.parse_value("{image: 0.1}") == {"image": 0.1}
-    assert cli.parse_value("['image', 'text']") == ["image", "text"] and cli.parse_value("[]") == []
+    assert parse_value("[image]") == ["image"] and parse_value("{image: 0.1}") == {"image": 0.1}
+    assert parse_value("['image', 'text']") == ["image", "text"] and parse_value("[]") == []
     root, name, _ = make_mmrec()
     assert Config("VBPR", name, config_dict={"data_path": root, "use_modalities": ["image"]})["use_modalities"] == ["image"]
     with pytest.raises(ConfigError, match="use_modalities=\\[\\] selects 0 modalities, but VBPR needs at least 1"):
@@ -290,7 +291,7 @@ def test_settings_are_checked_before_anything_runs(make_mmrec, tmp_path, capfd, 
 
 
 def test_a_whole_number_written_as_a_float_is_taken_as_one(make_mmrec, tmp_path):
-    from recbole_ssr.config import Config
+    from recbole_ssr.config.configurator import Config
 
     root, name, _ = make_mmrec()
     (tmp_path / "e.yaml").write_text("epochs: 1e3\nstopping_step: 2.0\n")  # yaml reads 1e3 as 1000.0
@@ -305,9 +306,9 @@ def test_model_ranges_live_with_the_model():
     each shipped default lies within its range."""
     import yaml
 
-    from recbole_ssr.paths import properties_dir
-    from recbole_ssr.utils import get_model, plugin_model_names
-    from recbole_ssr.validation import RANGES, check_range, known_keys, ranges_for
+    from recbole_ssr.core.paths import properties_dir
+    from recbole_ssr.model.registry import get_model, plugin_model_names
+    from recbole_ssr.config.validation import RANGES, check_range, known_keys, ranges_for
 
     assert "band_num" not in RANGES and "mask_rate" not in RANGES  # SSR's keys are SSR's
     assert ranges_for(get_model("SSR"))["mask_rate"] == ("float", 0.0, 1.0, "[)")
@@ -388,7 +389,7 @@ def test_a_loss_that_becomes_nan_names_the_model_and_what_to_lower(make_mmrec, c
 def test_a_slow_epoch_shows_progress(make_mmrec, caplog):
     import logging
 
-    from recbole_ssr.quick_start import run
+    from recbole_ssr.experiments.run import run
 
     root, name, _ = make_mmrec()
     caplog.set_level(logging.INFO)

@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from conftest import QUICK, REPO_ROOT
-from recbole_ssr.cli import parse_args, parse_value
-from recbole_ssr.config import Config
-from recbole_ssr.quick_start import run
+from recbole_ssr.cli import parse_args
+from recbole_ssr.config.values import parse_value
+from recbole_ssr.config.configurator import Config
+from recbole_ssr.experiments.run import run
 
 RESULT_KEYS = {"model", "dataset", "best_valid_result", "test_result", "best_epoch", "epochs_run",
                "seconds_per_epoch", "n_params", "config"}

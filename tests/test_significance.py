@@ -1,5 +1,5 @@
-"""Is the difference real? Per-user test metrics and their sidecar file (recbole_ssr/per_user.py), the tests against
-the best model (recbole_ssr/significance.py) and the LaTeX table (recbole_ssr/latex.py)."""
+"""Is the difference real? Per-user test metrics and their sidecar file (recbole_ssr/training/per_user.py), the tests against
+the best model (recbole_ssr/experiments/significance.py) and the LaTeX table (recbole_ssr/experiments/latex.py)."""
 
 import gzip
 import json
@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import QUICK
-from recbole_ssr import latex, per_user, report, significance
-from recbole_ssr.errors import RecboleSSRError
-from recbole_ssr.quick_start import run
+from recbole_ssr.core import report
+from recbole_ssr.experiments import latex, significance
+from recbole_ssr.training import per_user
+from recbole_ssr.core.errors import RecboleSSRError
+from recbole_ssr.experiments.run import run
 
 
 # ---------------------------------------------------------------------------------------------------------------

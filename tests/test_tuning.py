@@ -11,12 +11,13 @@ import yaml
 
 from conftest import QUICK, REPO_ROOT, ctrl_c_when
 from recbole_ssr.cli import main, parse_args
-from recbole_ssr.errors import ConfigError
-from recbole_ssr.search_space import (
-    DISTRIBUTIONS, apply_params, default_settings, load_search_space, parse_search_space)
-from recbole_ssr.tune.driver import new_search_folder, resolve_settings, run_search
-from recbole_ssr.tune.results import select_best
-from recbole_ssr.tune.trial import BestTracker, evaluate_checkpoint
+from recbole_ssr.config.search_space import (DISTRIBUTIONS, apply_params, default_settings, load_search_space,
+                                             parse_search_space)
+from recbole_ssr.core.errors import ConfigError
+from recbole_ssr.experiments.tune.driver import new_search_folder, resolve_settings, run_search
+from recbole_ssr.experiments.tune.results import select_best
+from recbole_ssr.experiments.tune.trial import evaluate_checkpoint
+from recbole_ssr.training.stopping import BestTracker
 
 SEARCH_DIR = os.path.join(REPO_ROOT, "properties", "search")
 
@@ -98,8 +99,8 @@ def test_dotted_keys_set_one_entry_of_a_mapping():
 
 
 def test_shipped_search_files_parse_and_name_real_config_keys():
-    from recbole_ssr.config import Config
-    from recbole_ssr.utils import get_model
+    from recbole_ssr.config.configurator import Config
+    from recbole_ssr.model.registry import get_model
 
     files = sorted(f for f in glob.glob(os.path.join(SEARCH_DIR, "*.yaml")) if not f.endswith("defaults.yaml"))
     models = {os.path.basename(f)[:-5] for f in files}
@@ -161,15 +162,15 @@ def test_search_argument_errors(make_mmrec, tmp_path):
     (tmp_path / "s.yaml").write_text("learning_rate: {grid: [0.01, 0.001]}\n")
     args, overrides = parse_args([f"--tune={tmp_path / 's.yaml'}", "--learning_rate=0.1", f"--data_path={root}"])
     with pytest.raises(ConfigError, match="also set on the command line"):
-        run_search("BPR", name, args, overrides)
+        run_search(["BPR"], name, args, overrides)
     args, overrides = parse_args([f"--tune={tmp_path / 's.yaml'}", "--resume", f"--output={tmp_path / 'none'}"])
     with pytest.raises(ConfigError, match="no unfinished search of BPR"):
-        run_search("BPR", name, args, overrides)
+        run_search(["BPR"], name, args, overrides)
 
 
 def test_checkpoint_evaluation_repeats_the_runs_own_test_result(make_mmrec, tmp_path):
     """The policy for trials stopped early by ASHA: their best-valid checkpoint is evaluated after the search."""
-    from recbole_ssr.quick_start import run
+    from recbole_ssr.experiments.run import run
 
     root, name, _ = make_mmrec()
     config = dict(QUICK, data_path=root, epochs=3, checkpoint_dir=str(tmp_path / "ckpt"))
@@ -190,7 +191,7 @@ def read_rows(path):
 
 
 def test_search_selects_by_valid_records_failures_and_best_yaml_reproduces(local_ray, make_mmrec, tmp_path):
-    from recbole_ssr.quick_start import run
+    from recbole_ssr.experiments.run import run
 
     root, name, _ = make_mmrec()
     # learning_rate 1e30 makes the loss NaN: that trial must fail alone (a value out of range, e.g. -1, is refused
@@ -251,7 +252,7 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(local_ray, m
     # What Ctrl-C does, when the second trial has started: the trials run one at a time (2 CPUs each), so the
     # first has finished and the third has not begun.
     with ctrl_c_when(lambda: len(glob.glob(str(tmp_path / "tune_results" / "*" / "trials" / "*"))) >= 2):
-        run_search("BPR", name, args, overrides)
+        run_search(["BPR"], name, args, overrides)
     (folder,) = glob.glob(str(tmp_path / "tune_results" / "*"))
     assert json.load(open(os.path.join(folder, "search.json")))["status"] == "interrupted"
     rows = read_rows(os.path.join(folder, "trials.csv"))
@@ -260,7 +261,7 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(local_ray, m
     stamps = {t: os.path.getmtime(os.path.join(folder, "trials", t, "outcome.json")) for t in finished}
 
     args, overrides = parse_args(argv + ["--resume"])
-    summary = run_search("BPR", name, args, overrides)
+    summary = run_search(["BPR"], name, args, overrides)
     assert summary["output_dir"] == folder and summary["n_trials"] == 3 and summary["n_completed"] == 3
     assert {t: os.path.getmtime(os.path.join(folder, "trials", t, "outcome.json")) for t in finished} == stamps
     rows = read_rows(summary["trials_csv"])

@@ -17,7 +17,7 @@ Applied to the fixed split (``eval_protocol: mmrec``, or ``recbole`` with ``benc
 The result is written once to ``<cache_dir>/cold_split/<ds>-<digest>/`` (keyed by the source files, the ratio and
 the seed; concurrent runs are safe) with the item/user side files copied, plus ``cold_items.json`` (the tokens, per
 half, and the moved counts). Features are still read from the dataset folder, and the
-:mod:`recbole_ssr.evaluation` group metrics report the cold items' own group (``cold_items``).
+:mod:`recbole_ssr.training.evaluation` group metrics report the cold items' own group (``cold_items``).
 """
 
 import json
@@ -28,9 +28,9 @@ from logging import getLogger
 import numpy as np
 import pandas as pd
 
-from recbole_ssr.cache import content_key, file_signature
-from recbole_ssr.errors import ConfigError, DataError
-from recbole_ssr.safe_io import staged_folder, write_json
+from recbole_ssr.core.cache import content_key, file_signature
+from recbole_ssr.core.errors import ConfigError, DataError
+from recbole_ssr.core.safe_io import staged_folder, write_json
 
 PHASES = ("train", "valid", "test")
 DEFAULT_SEED = 2025

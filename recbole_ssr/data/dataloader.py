@@ -18,16 +18,11 @@ from logging import getLogger
 
 import numpy as np
 import torch
+from recbole.data.dataloader import FullSortEvalDataLoader
+from recbole.data.utils import create_samplers, get_dataloader
+from recbole.sampler import Sampler
 
-from recbole_ssr import compat
-
-compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its fixes
-
-from recbole.data.dataloader import FullSortEvalDataLoader  # noqa: E402
-from recbole.data.utils import create_samplers, get_dataloader  # noqa: E402
-from recbole.sampler import Sampler  # noqa: E402
-
-from recbole_ssr.errors import ConfigError  # noqa: E402
+from recbole_ssr.core.errors import ConfigError
 
 TRAIN_NEG_ITEMS = ("all", "train")
 EVAL_USERS_WITHOUT_TRAIN = ("keep", "drop")

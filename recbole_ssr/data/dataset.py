@@ -1,4 +1,5 @@
-"""The one dataset class every multimodal model uses: RecBole's ``Dataset`` plus aligned content features."""
+"""The one dataset class every multimodal model uses, RecBole's ``Dataset`` plus aligned content features, and
+:func:`create_dataset`, which prepares a dataset's source and loads it."""
 
 import glob
 import os
@@ -6,16 +7,13 @@ from logging import getLogger
 
 import numpy as np
 import scipy.sparse as sp
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.data.dataset import Dataset
+from recbole.utils import ModelType
 
-from recbole_ssr import compat
-
-compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its fixes
-
-from recbole.data.dataset import Dataset  # noqa: E402
-
-from recbole_ssr.data.features import load_modalities  # noqa: E402
-from recbole_ssr.data.source import non_utf8_error  # noqa: E402
-from recbole_ssr.errors import DataError  # noqa: E402
+from recbole_ssr.core.errors import DataError
+from recbole_ssr.data.features import load_modalities
+from recbole_ssr.data.source import non_utf8_error, prepare_source
 
 
 def _non_utf8_interaction_file(config):
@@ -63,3 +61,16 @@ class MultimodalDataset(Dataset):
         )
         matrix.data[:] = 1.0
         return matrix
+
+
+def create_dataset(config):
+    """Prepare the dataset's source once (:func:`recbole_ssr.data.source.prepare_source`: locate, convert MMRec
+    folders, cold-split) and load it.
+
+    General models get :class:`MultimodalDataset` (RecBole's ``Dataset`` + aligned
+    features); other RecBole model types get RecBole's own dataset class on the same converted files.
+    """
+    prepare_source(config)
+    if config["MODEL_TYPE"] == ModelType.GENERAL:
+        return MultimodalDataset(config)
+    return recbole_create_dataset(config)

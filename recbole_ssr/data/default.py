@@ -19,8 +19,8 @@ from logging import getLogger
 import numpy as np
 import pandas as pd
 
-from recbole_ssr.errors import DataError
-from recbole_ssr.safe_io import staged_folder
+from recbole_ssr.core.errors import DataError
+from recbole_ssr.core.safe_io import staged_folder
 
 DEFAULT_DATASET = "ml-100k"
 
@@ -32,8 +32,8 @@ def recbole_ml100k_dir():
 
 
 def encode_texts(texts, batch_size=64):
-    """all-MiniLM-L6-v2 sentence embeddings (384-d), fully offline - the same encoder ``recbole_ssr.prepare`` uses."""
-    from recbole_ssr.prepare.encoders import MiniLMEncoder
+    """all-MiniLM-L6-v2 sentence embeddings (384-d), fully offline - the same encoder ``recbole_ssr.data.prepare`` uses."""
+    from recbole_ssr.data.prepare.encoders import MiniLMEncoder
 
     encoder = MiniLMEncoder(device="cpu")
     texts = list(texts)

@@ -25,7 +25,7 @@ from logging import getLogger
 import numpy as np
 import torch
 
-from recbole_ssr.errors import DataError
+from recbole_ssr.core.errors import DataError
 
 
 def discover_modality_files(folder):

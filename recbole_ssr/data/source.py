@@ -31,12 +31,12 @@ from typing import Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from recbole_ssr.cache import content_key, file_signature
+from recbole_ssr.core.cache import content_key, file_signature
 from recbole_ssr.data.cold_split import apply_cold_item_split, cold_split_settings
 from recbole_ssr.data.default import DEFAULT_DATASET, build_default_dataset
 from recbole_ssr.data.features import check_modalities_agree, feature_row_count
-from recbole_ssr.errors import ConfigError, DataError
-from recbole_ssr.safe_io import staged_folder, write_json
+from recbole_ssr.core.errors import ConfigError, DataError
+from recbole_ssr.core.safe_io import staged_folder, write_json
 
 MMREC_ID_COLUMNS = ("userID", "itemID")
 MMREC_SPLIT_COLUMN = "x_label"
@@ -184,7 +184,7 @@ def check_item_ids(frame, path, n_feature_rows):
     if not n_feature_rows and largest + 1 > max(SPARSE_ID_FACTOR * distinct, 1_000_000):
         raise DataError(f"{path}: the largest itemID is {largest} for {distinct} distinct items; MMRec item ids are "
                         "0-based row numbers (0..n_items-1), and every id below the largest would be ranked as an "
-                        "item. Remap the ids (python -m recbole_ssr.prepare does), or use RecBole atomic files "
+                        "item. Remap the ids (python -m recbole_ssr.data.prepare does), or use RecBole atomic files "
                         "(item_id:token) for arbitrary ids.")
 
 
@@ -257,7 +257,7 @@ def _modality_file_names(config):
 def prepare_source(config):
     """Locate, build (embedded default dataset), convert (MMRec, once, cached) and cold-split the dataset named in
     ``config``; set the RecBole keys that follow (``data_path``, ``load_col``, field names, ``benchmark_filename``)
-    and return the :class:`DataSource`. Loads no data. The layout the :class:`~recbole_ssr.config.Config` detected
+    and return the :class:`DataSource`. Loads no data. The layout the :class:`~recbole_ssr.config.configurator.Config` detected
     (``config.data_source``) is reused."""
     name = config["dataset"]
     folder = config["dataset_dir"] if "dataset_dir" in config and config["dataset_dir"] else config["data_path"]

@@ -1,5 +1,5 @@
 """The plugin's models: one file per model, named after its class (``freedom.py`` <-> ``FREEDOM``), found by
-:func:`recbole_ssr.utils.get_model`.
+:func:`recbole_ssr.model.registry.get_model`.
 
 Shared pieces, each written once:
 

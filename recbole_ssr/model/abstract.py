@@ -15,21 +15,17 @@ import math
 from collections import OrderedDict
 
 import torch
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType
 from torch import nn
 
-from recbole_ssr import compat
-
-compat.apply()  # RecBole 1.2.1 present (else ImportError with the fix), and its fixes
-
-from recbole.model.abstract_recommender import GeneralRecommender  # noqa: E402
-from recbole.utils import InputType  # noqa: E402
-
-from recbole_ssr.errors import ConfigError  # noqa: E402
-from recbole_ssr.model.graph import (GraphCache, bipartite_adjacency, bipartite_edges,  # noqa: E402
-                                     cooccurrence_neighbours, knn_adjacency, knn_neighbours, neighbour_graph,
-                                     propagate, sample_user_neighbours, sparse_to_csr, user_item_block)
-from recbole_ssr.model.layers import FeatureTables, per_modality  # noqa: E402
-from recbole_ssr.model.losses import batch_mean_square, bpr_loss, info_nce, l2_penalty  # noqa: E402
+from recbole_ssr.core.cache import GraphCache
+from recbole_ssr.core.errors import ConfigError
+from recbole_ssr.model.graph import (bipartite_adjacency, bipartite_edges, cooccurrence_neighbours, knn_adjacency,
+                                     knn_neighbours, neighbour_graph, propagate, sample_user_neighbours, sparse_to_csr,
+                                     user_item_block)
+from recbole_ssr.model.layers import FeatureTables, per_modality
+from recbole_ssr.model.losses import batch_mean_square, bpr_loss, info_nce, l2_penalty
 
 
 def check_negative_free(config, model_name):
@@ -55,7 +51,7 @@ class MultimodalRecommender(GeneralRecommender):
     highest[, bounds])}``: ``kind`` "int" (whole numbers) or "float" (numbers), "int?"/"float?" when ``~`` is
     allowed too, "int{}" when a ``{modality: value}`` mapping is too (each entry checked); ``lowest``/``highest`` None = unbounded; ``bounds`` "[]" (default, both ends allowed), "(]", "[)"
     or "()". A value set on the command line, in a yaml or in a search space is checked against them before any data
-    is loaded (:mod:`recbole_ssr.validation`); entries of a subclass add to (and override) its bases'. RecBole-wide
+    is loaded (:mod:`recbole_ssr.config.validation`); entries of a subclass add to (and override) its bases'. RecBole-wide
     keys (``epochs``, ``learning_rate``, ``embedding_size``, ...) are checked centrally and need no entry.
     """
 

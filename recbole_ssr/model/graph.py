@@ -1,5 +1,5 @@
-"""The graph toolkit every model uses: construction, normalisation, kNN item graphs, edge sampling, the disk cache
-and the one propagation operator.
+"""The graph toolkit every model uses: construction, normalisation, kNN item graphs, edge sampling and the one
+propagation operator.
 
 Graphs are users-first ``[U + I, U + I]`` (user-item), ``[I, I]`` (item-item) or ``[U, U]`` (user-user) torch sparse
 tensors, or edge lists ``(rows, cols, values)`` when the values must carry gradients (LATTICE's learned graph, GRCN's
@@ -25,8 +25,8 @@ Attention
 Propagation
     :func:`propagate` (the weight-free graph convolution of LightGCN and every model here), on top of
     :func:`graph_product` and :func:`sparse_product`.
-Cache
-    :class:`GraphCache`.
+
+Built graphs are cached on disk by :class:`recbole_ssr.core.cache.GraphCache`.
 """
 
 import os
@@ -34,9 +34,6 @@ import os
 import numpy as np
 import torch
 from torch import nn
-
-from recbole_ssr.cache import content_key
-from recbole_ssr.safe_io import save_with
 
 
 # -- construction ----------------------------------------------------------------------------------------------------
@@ -75,8 +72,6 @@ def rw_normalized(rows, cols, n, values=None):
     degree = torch.zeros(n).index_add_(0, r, graph.values())
     inverse = torch.where(degree > 0, 1.0 / degree.clamp(min=1e-12), torch.zeros_like(degree))
     return torch.sparse_coo_tensor(graph.indices(), graph.values() * inverse[r], (n, n)).coalesce()
-
-
 
 
 def bipartite_adjacency(users, items, n_users, n_items, normalization="sym", self_loops=False):
@@ -381,38 +376,3 @@ def csr_transpose(matrix):
     """Aᵀ of a sparse matrix, as CSR (32-bit indices, :func:`int32_csr`)."""
     coo = matrix.to_sparse_coo() if matrix.layout != torch.sparse_coo else matrix
     return int32_csr(coo.t().coalesce().to_sparse_csr())
-
-
-# -- cache -----------------------------------------------------------------------------------------------------------
-class GraphCache:
-    """On-disk cache of built graphs, keyed by the dataset, its source files and *every* parameter that shapes
-    the graph - two models asking for different graphs can never read each other's file.
-
-    ``cache_dir: ~`` in the config disables it.
-    """
-
-    def __init__(self, config, dataset):
-        self.root = os.path.join(config["cache_dir"], "graphs") if config["cache_dir"] else None
-        files = sorted(info["file"] for info in getattr(dataset, "feature_report", {}).values())
-        inter_dir = config["data_path"]
-        signature = [config["dataset"], inter_dir, config["eval_protocol"]]
-        for path in files + sorted(os.path.join(inter_dir, f) for f in os.listdir(inter_dir)):
-            if os.path.isfile(path):
-                stat = os.stat(path)
-                signature.append([path, stat.st_size, stat.st_mtime_ns])
-        self.signature = signature
-        self.dataset = config["dataset"]
-
-    def key(self, kind, params):
-        return content_key({"data": self.signature, "kind": kind, "params": params}, length=16)
-
-    def get_or_build(self, kind, params, build):
-        """Return ``build()``'s tensor(s), loading them from disk when an identical graph was built before."""
-        if self.root is None:
-            return build()
-        path = os.path.join(self.root, self.dataset, f"{kind}-{self.key(kind, params)}.pt")
-        if os.path.isfile(path):
-            return torch.load(path, weights_only=True)
-        result = build()
-        save_with(path, lambda handle: torch.save(result, handle))
-        return result

@@ -8,7 +8,7 @@
 
 from torch import nn
 
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.core.errors import ConfigError
 
 
 class FeatureTables(nn.Module):

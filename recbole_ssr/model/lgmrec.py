@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.model.abstract import GraphRecommender
 from recbole_ssr.model.graph import bipartite_edges, propagate
 from recbole_ssr.model.losses import bpr_loss

@@ -30,7 +30,7 @@ feature tables are fine-tuned (``finetune_features``).
 import torch
 from torch import nn
 
-from recbole_ssr.errors import ConfigError
+from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.model.abstract import MultiViewRecommender
 from recbole_ssr.model.graph import sparse_max
 from recbole_ssr.model.layers import gate

@@ -1,0 +1,1 @@
+"""Training and evaluating one model: the trainer, its group and per-user metrics."""
