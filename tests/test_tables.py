@@ -160,3 +160,8 @@ def test_files_that_are_not_ours_beside_the_results_are_not_replaced(ml100k, tmp
     assert benchmark_main([results, "--results", str(tmp_path / "out.json"), "--overwrite"]) == 0
     assert open(tmp_path / "out.tex").read().startswith(tables.TEX_HEADER)
     assert [r["model"] for r in sidecar(tmp_path / "out.users.json.gz")] == ["Pop"]
+    (tmp_path / "bench.users.json.gz").write_bytes(b"torn")  # a damaged sidecar beside an input: one error line
+    assert benchmark_main([results, "--results", str(tmp_path / "again.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bench.users.json.gz: cannot read the per-user metrics" in err
+    assert not os.path.exists(tmp_path / "again.json")
