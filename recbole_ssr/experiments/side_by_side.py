@@ -71,7 +71,7 @@ def summarise(runs, models):
 
 def results_table(rows, seeds, significance=None):
     """The side-by-side table (markdown) of the summary rows; with the ``significance`` result
-    (:func:`recbole_ssr.experiments.tables.test_against_best`) each model's marker and the legend below."""
+    (:func:`recbole_ssr.experiments.tables.significance_against_best`) each model's marker and the legend below."""
     header = ("| model | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | best epoch | s/epoch | params | peak MB |\n"
               "|---|---|---|---|---|---|---|---|---|")
     lines = [header]
@@ -223,7 +223,7 @@ def write_outputs(dataset, models, seeds, runs, results_path=None, sources=None,
     results_path = results_path or default_results_path(dataset)
     say = lambda text: print(f"[significance] {text}", flush=True)  # noqa: E731
     rows = summarise(runs, models)
-    result, records, why = tables.test_against_best(
+    result, records, why = tables.significance_against_best(
         runs, models, [sidecar_path(p) for p in (sources or [results_path])], say)
     tables.add_columns(rows, result)
     table = results_table(rows, len(seeds), result)

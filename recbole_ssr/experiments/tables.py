@@ -8,7 +8,7 @@ For a results file ``bench.json``:
   takes each run's metrics out of its outcome as the run finishes (no results file holds them) and adds them to
   the sidecar of its runs log (:func:`keep_per_user`); a merge adds the records of the runs it merged
   (:func:`write_companions`);
-* significance (:func:`test_against_best`): the summary rows (JSON, CSV) get every model's significance columns
+* significance (:func:`significance_against_best`): the summary rows (JSON, CSV) get every model's significance columns
   (:func:`recbole_ssr.experiments.significance.significance_columns`), the JSON the whole result under
   ``significance``, the markdown table the markers (:func:`marker`) and the legend (:func:`legend`);
 * ``bench.tex``: the booktabs table (:mod:`recbole_ssr.experiments.latex`), marked by its first line
@@ -59,7 +59,7 @@ def selection_metric(runs):
     return names.pop() if len(names) == 1 else DEFAULT_SELECT
 
 
-def test_against_best(runs, models, sidecars, say):
+def significance_against_best(runs, models, sidecars, say):
     """Every model of ``runs`` against the best one. Returns ``(result, records, why)``: the result of
     :func:`recbole_ssr.experiments.significance.compare_to_best` (None when it cannot be computed, ``why`` says
     why: no successful run, no validation metric to select by), and the sidecar records of the runs it used

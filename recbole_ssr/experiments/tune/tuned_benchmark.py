@@ -282,7 +282,7 @@ def _write_outputs(folder, manifest, summaries, runs, results_path, sources, ove
     the runs logs ``sources``), printed and written as JSON, CSV and LaTeX with the per-user sidecar."""
     models, seeds = manifest["models"], manifest["seeds"]
     rows = summarise(runs, models)
-    result, records, why = tables.test_against_best(runs, models, [sidecar_path(p) for p in sources], _say)
+    result, records, why = tables.significance_against_best(runs, models, [sidecar_path(p) for p in sources], _say)
     tables.add_columns(rows, result)
     cpus_trial = manifest["settings"].get("cpus_per_trial", 1)
     cpus_run = manifest["ray_runs"]["cpus_per_run"]
