@@ -83,18 +83,14 @@ def time_training_steps(models, batches):
 
 def build(name, dataset, overrides, prepared=None):
     """(model in train mode with its optimizer, trainer, train data, valid data) at the model's yaml defaults;
-    ``prepared``: the output of ``recbole_ssr.experiments.run.prepare`` for this model and dataset, if already made."""
-    from recbole_ssr.experiments.run import prepare
-    from recbole_ssr.model.registry import get_model
-    from recbole_ssr.training.trainer import get_trainer
+    ``prepared``: the output of ``recbole_ssr.training.build.prepare`` for this model and dataset, if already made."""
+    from recbole_ssr.training import build as building
 
-    config, _, (train_data, valid_data, _) = prepared or prepare(name, dataset, config_dict=dict(overrides))
-    torch.manual_seed(0)
-    model = get_model(name)(config, train_data.dataset).to(config["device"])
+    built = building.build(name, dataset, config_dict=dict(overrides), prepared=prepared)
+    model = built.model
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
-    trainer = get_trainer(config["MODEL_TYPE"], name)(config, model)
-    return model, optimizer, trainer, train_data, valid_data
+    optimizer = torch.optim.Adam(model.parameters(), lr=built.config["learning_rate"])
+    return model, optimizer, built.trainer, built.train_data, built.valid_data
 
 
 def resident_mb(field):
@@ -111,7 +107,8 @@ def measure_memory(name, dataset, overrides, batches):
     loading, model building, the epoch hook, ``batches`` training steps (after one warm-up) and one full-sort
     evaluation; its RSS once the data is loaded; and the peak RSS after that point (Linux: the peak is reset
     through /proc/self/clear_refs once the data is loaded, so data loading's own peak does not hide the model's)."""
-    from recbole_ssr.experiments.run import peak_rss_mb, prepare
+    from recbole_ssr.experiments.run import peak_rss_mb
+    from recbole_ssr.training.build import prepare
 
     prepared = prepare(name, dataset, config_dict=dict(overrides))
     loaded = resident_mb("VmRSS")
@@ -160,7 +157,7 @@ def main():
         torch.set_num_threads(args.threads)
     set_clock(args.clock)
 
-    from recbole_ssr.cli import parse_value
+    from recbole_ssr.config.values import parse_value
 
     overrides = {"data_path": args.data_path, "state": "ERROR"}
     overrides.update({k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)})

@@ -49,7 +49,7 @@ def main():
     if args.cheb_orders:
         variants = {f"SSR cheb_order={k}": {"cheb_order": int(k)} for k in args.cheb_orders.split(",") if k}
 
-    from recbole_ssr.experiments.run import prepare
+    from recbole_ssr.training.build import prepare
     from recbole_ssr.model.registry import get_model
 
     base = {"data_path": args.data_path, "state": "ERROR"}

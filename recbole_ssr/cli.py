@@ -1,51 +1,15 @@
 """Command line of ``run_recbole_ssr.py``: one run, several models side by side, or a hyper-parameter search."""
 
-import ast
 import errno
 import os
 import sys
 
 from recbole_ssr.core.errors import ConfigError, RecboleSSRError, one_line_parser
+from recbole_ssr.config.values import parse_value
 from recbole_ssr.core.spec import ExperimentSpec
 
 DEFAULT_DATASET = "ml-100k"
-
-
-def default_model():
-    """SSR once it is available, VBPR before."""
-    from recbole_ssr.model.registry import get_model
-
-    try:
-        get_model("SSR")
-        return "SSR"
-    except ConfigError:
-        return "VBPR"
-
-
-def parse_value(text):
-    """``--key=value`` -> a Python value: numbers, lists, dicts, booleans, None; otherwise the string.
-
-    Lists and mappings may be written as in Python (``['image']``) or as in the yaml files (``[image]``,
-    ``{image: 0.1, text: 0.9}``)."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null", "~"):
-        return None
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        pass
-    stripped = text.strip()
-    if stripped[:1] + stripped[-1:] in ("[]", "{}"):
-        import yaml
-
-        try:
-            return yaml.safe_load(stripped)
-        except yaml.YAMLError:
-            raise ConfigError(f"cannot parse '{text}' as a list or mapping: write e.g. [image, text] or "
-                              "{image: 0.1, text: 0.9}.") from None
-    return text
+DEFAULT_MODEL = "SSR"
 
 
 def build_parser():
@@ -169,8 +133,25 @@ def check_options(spec):
         check_results_name(spec.results)
 
 
+def mode(kind):
+    """The function that runs a command of this kind; every one takes ``(models, dataset, spec, overrides)``.
+    Imported on demand (they import torch and RecBole), so that --help and bad options stay fast."""
+    if kind == "tuned benchmark":
+        from recbole_ssr.experiments.tune.tuned_benchmark import run_tuned_benchmark as runner
+    elif kind == "search":
+        from recbole_ssr.experiments.tune.driver import run_search as runner
+    elif kind.endswith("analysis"):
+        from recbole_ssr.experiments.analysis import run_analysis as runner
+    elif kind == "side-by-side":
+        from recbole_ssr.experiments.side_by_side import run_side_by_side as runner
+    else:
+        from recbole_ssr.experiments.run import run_one as runner
+    return runner
+
+
 def results_kind(spec, models):
-    """What a command writes to ``--results``: the kind of output of the provenance marker."""
+    """The kind of command: what it writes to ``--results`` (the provenance marker's kind of output) and the mode
+    that runs it (:func:`mode`)."""
     if spec.tune:
         return "tuned benchmark" if spec.tune == "auto" or len(models) > 1 or spec.seeds > 1 else "search"
     if spec.analysis:
@@ -234,52 +215,18 @@ def main(argv=None):
                                   "leave --analysis_from out to train them.")
             spec.model = spec.model or ",".join(dict.fromkeys(r["model"] for r in found))
             spec.dataset = spec.dataset or found[0].get("dataset")
-        models = [m.strip() for m in (spec.model or default_model()).split(",") if m.strip()]
+        models = [m.strip() for m in (spec.model or DEFAULT_MODEL).split(",") if m.strip()]
         dataset = spec.dataset or DEFAULT_DATASET
         if spec.results:
             check_results_target(spec, models, dataset)
-        # the library modules below import torch and RecBole: imported here so that --help stays fast
-        if spec.tune and (spec.tune == "auto" or len(models) > 1 or spec.seeds > 1):
-            from recbole_ssr.experiments.tune.tuned_benchmark import run_tuned_benchmark
-
-            if spec.tune != "auto" and len(models) > 1:
-                raise ConfigError(f"--tune={spec.tune} is one search space; with several models use --tune=auto "
-                                  "(each model's properties/search/<Model>.yaml).")
-            run_tuned_benchmark(models, dataset, spec, overrides)
-        elif spec.tune:
-            from recbole_ssr.experiments.tune.driver import run_search
-
-            run_search(models[0], dataset, spec, overrides)
-        elif spec.analysis:
-            from recbole_ssr.experiments.analysis import run_analysis
-
-            run_analysis(spec.analysis, models, dataset, spec, overrides)
-        elif len(models) > 1 or spec.seeds > 1:
-            from recbole_ssr.experiments.side_by_side import run_side_by_side
-            from recbole_ssr.experiments.runner import ray_session
-
-            if spec.address:  # every (model, seed) run a Ray task on the cluster
-                with ray_session(spec.address):
-                    run_side_by_side(models, dataset, spec.seeds, spec.config_files, overrides, spec.results,
-                                     ray_runs=spec.ray_runs, overwrite=spec.overwrite)
-            else:
-                run_side_by_side(models, dataset, spec.seeds, spec.config_files, overrides, spec.results,
-                                 overwrite=spec.overwrite)
-        else:
-            from recbole_ssr.experiments.run import run
-
-            outcome = run(models[0], dataset, spec.config_files, overrides, results=spec.results,
-                          overwrite=spec.overwrite)
-            print(summary_line(outcome))
+        kind = results_kind(spec, models)
+        if kind == "tuned benchmark" and spec.tune != "auto" and len(models) > 1:
+            raise ConfigError(f"--tune={spec.tune} is one search space; with several models use --tune=auto "
+                              "(each model's properties/search/<Model>.yaml).")
+        mode(kind)(models, dataset, spec, overrides)
     except RecboleSSRError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("recbole_ssr."):
-            print(f"error: this feature ({exc.name}) is not available in this version of recbole-ssr.",
-                  file=sys.stderr)
-            return 2
-        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -291,10 +238,3 @@ def main(argv=None):
               "the disk has space, then run again.", file=sys.stderr)
         return 2
     return 0
-
-
-def summary_line(outcome):
-    test = outcome["test_result"]
-    metrics = ", ".join(f"{k}={v:.4f}" for k, v in test.items())
-    return (f"{outcome['model']} on {outcome['dataset']}: best epoch {outcome['best_epoch']}, "
-            f"{outcome['seconds_per_epoch']:.2f} s/epoch; test {metrics}")

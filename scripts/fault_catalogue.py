@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Reliability catalogue (issues 14 and 20): bad inputs and faults against the real command lines, on tiny generated
+"""Reliability catalogue: bad inputs and faults against the real command lines, on tiny generated
 data.
 
     python scripts/fault_catalogue.py                 # every case, a markdown table on stdout
@@ -279,7 +279,7 @@ def cases():
     return listing
 
 
-# ------------------------------------------------------------------------------------- issue 20: the hostile test
+# ---------------------------------------------------------------------------------------------- the hostile test
 def stamped_results(kind, model, dataset="tiny"):
     """What this project writes as --results (the provenance marker and the keys of a run's results)."""
     return {"written_by": {"program": "recbole-ssr", "kind": kind, "models": [model], "dataset": dataset},

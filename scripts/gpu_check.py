@@ -64,11 +64,9 @@ def run_one(model_name, args):
     import numpy as np
     import torch
     from recbole.data.interaction import Interaction
-    from recbole.utils import init_seed
 
-    from recbole_ssr.experiments.run import peak_rss_mb, prepare
-    from recbole_ssr.model.registry import get_model
-    from recbole_ssr.training.trainer import get_trainer
+    from recbole_ssr.experiments.run import peak_rss_mb
+    from recbole_ssr.training.build import build, prepare
 
     cuda = args.device == "cuda"
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
@@ -76,13 +74,13 @@ def run_one(model_name, args):
                    "checkpoint_dir": args.scratch, "data_path": args.data_path,
                    # RecBole writes gpu_id into CUDA_VISIBLE_DEVICES: keep a GPU the caller chose; '' = CPU only
                    "gpu_id": (visible.split(",")[0] or "0") if cuda else ""}
-    config, _, (train_data, valid_data, _) = prepare(model_name, args.dataset, config_dict=config_dict)
+    prepared = prepare(model_name, args.dataset, config_dict=config_dict)
+    config, _, (train_data, valid_data, _) = prepared
     device = config["device"]
     if cuda and device.type != "cuda":
         raise SystemExit(f"error: {model_name}: RecBole chose {device} although CUDA was asked for")
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data.dataset).to(device)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    built = build(prepared=prepared)  # the model seeded by RecBole's rule, on config["device"]
+    model, trainer = built.model, built.trainer
     start_sum = float(sum(p.detach().double().abs().sum() for p in model.parameters()))
 
     states = (torch.get_rng_state(), torch.cuda.get_rng_state() if cuda else None, np.random.get_state(),

@@ -17,6 +17,17 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
 QUICK = {"epochs": 1, "state": "ERROR", "show_progress": False, "train_batch_size": 64, "eval_batch_size": 100000}
 
 
+#: whole modules that start Ray clusters, run searches or build the wheel (`pytest -m "not slow"` leaves them out)
+SLOW_MODULES = {"test_ray_cluster", "test_packaging", "test_tuned_benchmark"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark as ``slow`` the slow modules and every test that starts a local Ray (the ``local_ray`` fixture)."""
+    for item in items:
+        if item.module.__name__ in SLOW_MODULES or "local_ray" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _temp_workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -17,7 +17,8 @@ from recbole_ssr.experiments.analysis.ablation import plan_variants
 from recbole_ssr.experiments.analysis.bands import cross_modal_similarity, energy_shares, gate_weights_by_degree
 from recbole_ssr.training.evaluation import bucket_index, bucket_labels, check_bounds, groups_markdown, training_degrees
 from recbole_ssr.core.errors import ConfigError
-from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.experiments.run import run
+from recbole_ssr.training.build import prepare
 from recbole_ssr.core.spec import ExperimentSpec
 from recbole_ssr.model.registry import get_model
 
@@ -172,7 +173,7 @@ def test_band_energy_shares_sum_to_one_and_leave_training_unchanged(make_mmrec, 
     assert len(totals) == 3 * 3 and np.allclose(totals.to_numpy(), 1.0, atol=1e-5)  # all/users/items x id/image/text
     assert {r["band"] for r in rows} == {0, 1, 2, 3}
     # the diagnostic call leaves the decomposer's edge-tracking state (and so training) untouched
-    model.decomposer(model.graph_signal()[0])
+    model.decomposer(model.signal()[0])
     state = model.decomposer.state
     before = {k: getattr(state, k) for k in ("calls", "stale", "free_moments", "band_edges", "energy_shares")}
     edges = model.decomposer.band_edges.clone()
@@ -221,7 +222,7 @@ def test_gate_weights_by_degree_and_similarity_rows(make_mmrec):
 def spy_terms(model, interaction):
     """Which loss terms/modules the training loss of ``model`` uses."""
     used = set()
-    for method in ("mask_consistency_loss", "contrastive_loss"):
+    for method in ("mask_consistency_loss", "contrast"):
         real = getattr(model, method)
         setattr(model, method, lambda *a, _m=method, _r=real, **k: used.add(_m) or _r(*a, **k))
     for group in ("operators", "gates"):
@@ -241,10 +242,10 @@ def test_ablation_variants_remove_exactly_their_term(make_mmrec):
     assert list(variants) == ["full", "no_masking", "no_operator", "no_gating", "no_contrastive", "id_only",
                               "only_image", "only_text"] and not skipped
     expected_missing = {"full": set(), "no_masking": {"mask_consistency_loss"}, "no_operator": {"operators"},
-                        "no_gating": {"gates"}, "no_contrastive": {"contrastive_loss"},
-                        "id_only": {"contrastive_loss"}, "only_image": {"contrastive_loss"},
-                        "only_text": {"contrastive_loss"}}  # one content modality: nothing to align
-    everything = {"mask_consistency_loss", "contrastive_loss", "operators", "gates"}
+                        "no_gating": {"gates"}, "no_contrastive": {"contrast"},
+                        "id_only": {"contrast"}, "only_image": {"contrast"},
+                        "only_text": {"contrast"}}  # one content modality: nothing to align
+    everything = {"mask_consistency_loss", "contrast", "operators", "gates"}
     _, _, (train, _, _) = build_ssr(config_dict, name)
     interaction = next(iter(train))
     for label, extra in variants.items():
@@ -270,7 +271,7 @@ def analysis_args(tmp_path, **extra):
 def test_ablation_and_groups_analyses_write_tables_and_plots(make_mmrec, tmp_path):
     name, _, config_dict = tiny(make_mmrec, epochs=1, analysis_isolated=False,
                                 ablation_variants={"full": {}, "no_gating": {"use_gate": False}})
-    folder = run_analysis("ablation", ["SSR"], name, analysis_args(tmp_path), config_dict)
+    folder = run_analysis(["SSR"], name, analysis_args(tmp_path, analysis="ablation"), config_dict)
     assert os.path.basename(folder).startswith(f"ablation-{name}-")
     assert_png(os.path.join(folder, "ablation_recall_20.png"))
     report = open(os.path.join(folder, "ablation.md")).read()
@@ -283,7 +284,7 @@ def test_ablation_and_groups_analyses_write_tables_and_plots(make_mmrec, tmp_pat
     progress = [json.loads(line) for line in open(os.path.join(folder, "runs.jsonl"))]  # written run by run
     assert [run["label"] for run in progress] == [run["label"] for run in payload["runs"]]
 
-    folder = run_analysis("groups", ["SSR", "BPR"], name, analysis_args(tmp_path, seeds=2), config_dict)
+    folder = run_analysis(["SSR", "BPR"], name, analysis_args(tmp_path, seeds=2, analysis="groups"), config_dict)
     assert_png(os.path.join(folder, "groups_recall_20.png"))
     table = pd.read_csv(os.path.join(folder, "groups.csv"))
     assert set(table.model) == {"SSR", "BPR"} and set(table.seed) == {999, 1000}
@@ -294,7 +295,7 @@ def test_ablation_and_groups_analyses_write_tables_and_plots(make_mmrec, tmp_pat
 def test_sensitivity_and_bands_analyses_write_tables_and_plots(make_mmrec, tmp_path):
     name, _, config_dict = tiny(make_mmrec, epochs=2, analysis_isolated=False,
                                 sensitivity_grid={"band_num": [1, 2], "mask_rate": [0.1, 0.3], "no_such_key": [1]})
-    folder = run_analysis("sensitivity", ["SSR"], name, analysis_args(tmp_path), config_dict)
+    folder = run_analysis(["SSR"], name, analysis_args(tmp_path, analysis="sensitivity"), config_dict)
     for chart in ("sensitivity.png", "sensitivity_band_num.png", "sensitivity_mask_rate.png"):
         assert_png(os.path.join(folder, chart))
     runs = json.load(open(tmp_path / "res.json"))["runs"]
@@ -303,7 +304,7 @@ def test_sensitivity_and_bands_analyses_write_tables_and_plots(make_mmrec, tmp_p
     report = open(os.path.join(folder, "sensitivity.md")).read()
     assert "| 0.1 * |" in report and "skipped `no_such_key`" in report  # mask_rate 0.1 is SSR's default
 
-    folder = run_analysis("bands", ["SSR"], name, analysis_args(tmp_path), dict(config_dict, band_num=3))
+    folder = run_analysis(["SSR"], name, analysis_args(tmp_path, analysis="bands"), dict(config_dict, band_num=3))
     for chart in ("energy_over_training.png", "energy_best.png", "gate_weights_by_degree.png", "band_removal.png",
                   "cross_modal_similarity.png"):
         assert_png(os.path.join(folder, chart))
@@ -321,9 +322,10 @@ def test_sensitivity_and_bands_analyses_write_tables_and_plots(make_mmrec, tmp_p
     for side, part in mixing.groupby("side"):  # the recorded distance is the table's own max |S - 1/M|
         assert part.max_abs_from_uniform.iloc[0] == pytest.approx((part.weight - 1 / 3).abs().max(), abs=1e-6)
     with pytest.raises(ConfigError, match="single --model=SSR"):
-        run_analysis("bands", ["VBPR"], name, analysis_args(tmp_path), config_dict)
+        run_analysis(["VBPR"], name, analysis_args(tmp_path, analysis="bands"), config_dict)
     with pytest.raises(ConfigError, match="analysis_metric 'recall@50' is not computed"):
-        run_analysis("groups", ["BPR"], name, analysis_args(tmp_path), dict(config_dict, analysis_metric="Recall@50"))
+        run_analysis(["BPR"], name, analysis_args(tmp_path, analysis="groups"),
+                     dict(config_dict, analysis_metric="Recall@50"))
 
 
 def test_settings_from_config_files_and_command_line(tmp_path):

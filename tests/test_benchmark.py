@@ -9,13 +9,15 @@ from conftest import QUICK
 from recbole_ssr.experiments.side_by_side import main as merge_main, run_side_by_side
 from recbole_ssr.core.report import mean_std
 from recbole_ssr.core.errors import ConfigError
+from recbole_ssr.core.spec import ExperimentSpec
 from recbole_ssr.training.per_user import read_sidecar
 
 
 def test_side_by_side_aggregates_seeds_and_reports_failures(make_mmrec, tmp_path, capsys):
     root, name, _ = make_mmrec(modalities={})
     overrides = dict(QUICK, data_path=root, epochs=2, seed=5)  # no feature files: VBPR fails when its model is built
-    rows, runs = run_side_by_side(["BPR", "VBPR"], name, 2, None, overrides, str(tmp_path / "bench.json"))
+    rows, runs = run_side_by_side(["BPR", "VBPR"], name, ExperimentSpec(seeds=2, results=str(tmp_path / "bench.json")),
+                                  overrides)
     assert [(r["model"], r["seed"], r["status"]) for r in runs] == [
         ("BPR", 5, "ok"), ("BPR", 6, "ok"), ("VBPR", 5, "failed"), ("VBPR", 6, "failed")]
     bpr, vbpr = rows
@@ -64,7 +66,7 @@ def test_merge_rejects_a_file_that_is_not_results(tmp_path, capsys):
 
 def test_unknown_model_fails_before_any_run():
     with pytest.raises(ConfigError, match="unknown model 'Nope'"):
-        run_side_by_side(["BPR", "Nope"], "tiny", 1)
+        run_side_by_side(["BPR", "Nope"], "tiny", ExperimentSpec(), {})
 
 
 def test_mean_std():

@@ -5,7 +5,8 @@ import pytest
 
 from conftest import QUICK
 from recbole_ssr.data.default import _item_texts_and_genres, build_default_dataset
-from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.experiments.run import run
+from recbole_ssr.training.build import prepare
 
 
 def fake_encoder(texts):

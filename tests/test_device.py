@@ -23,7 +23,7 @@ from torch import nn
 
 from conftest import QUICK, REPO_ROOT
 from placement import PlacementError, PretendCuda
-from recbole_ssr.experiments.run import prepare
+from recbole_ssr.training.build import prepare
 from recbole_ssr.model.registry import get_model
 from recbole_ssr.training.trainer import get_trainer
 

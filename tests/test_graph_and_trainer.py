@@ -7,7 +7,7 @@ import torch
 
 from conftest import QUICK
 from recbole_ssr.core.cache import GraphCache
-from recbole_ssr.experiments.run import prepare
+from recbole_ssr.training.build import prepare
 from recbole_ssr.model.graph import (bipartite_adjacency, csr_transpose, knn_adjacency, knn_neighbours, propagate,
                                      rw_normalized)
 from recbole_ssr.model.registry import get_model

@@ -11,7 +11,8 @@ from conftest import QUICK
 from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.model.graph import (bipartite_adjacency, bipartite_edges, degree_edge_weights,
                                      degree_sensitive_pruning, graph_product, sample_edges)
-from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.experiments.run import run
+from recbole_ssr.training.build import prepare
 from recbole_ssr.training.trainer import MultimodalTrainer
 from recbole_ssr.model.registry import get_model
 

@@ -112,3 +112,33 @@ def test_the_checker_sees_cycles_and_function_level_imports():
     assert imports_of("recbole_ssr.a", modules["recbole_ssr.a"], modules) == [("recbole_ssr.b", "_x")]
     assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+#: the layers, bottom up: a module may import modules of its own folder and of lower layers only; ``data`` and
+#: ``model`` stand side by side (neither imports the other). "" is the package itself (its Python API).
+LAYERS = {"core": 0, "data": 1, "model": 1, "config": 2, "training": 3, "experiments": 4, "": 5, "benchmark": 5,
+          "cli": 6}
+
+
+def layer_of(module):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_imports_point_down_the_layers():
+    edges, _ = graph()
+    unknown = sorted({layer_of(m) for m in edges} - set(LAYERS))
+    assert not unknown, f"modules outside the known layers: {unknown}; give each a place in LAYERS"
+    upward = [f"{a} -> {b}" for a, targets in edges.items() for b in targets
+              if layer_of(a) != layer_of(b) and LAYERS[layer_of(a)] <= LAYERS[layer_of(b)]]
+    assert not upward, "imports that do not point down a layer:\n" + "\n".join(sorted(upward))
+
+
+def test_the_layer_rule_sees_an_upward_import():
+    assert LAYERS[layer_of("recbole_ssr.model.ssr")] <= LAYERS[layer_of("recbole_ssr.training.trainer")]
+    assert LAYERS[layer_of("recbole_ssr.data.dataset")] <= LAYERS[layer_of("recbole_ssr.model.abstract")]
+
+
+def test_few_loose_modules():
+    loose = sorted(m for m in graph()[0] if m.count(".") == 1 and not _is_package(m))
+    assert len(loose) <= 4, f"modules loose at the package's top: {loose}; give them a layer folder"

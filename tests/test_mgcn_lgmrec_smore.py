@@ -13,7 +13,8 @@ from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.model.graph import bipartite_adjacency, sparse_max, user_item_block
 from recbole_ssr.model.layers import per_modality
 from recbole_ssr.model.smore import FUSION, SpectralFilter
-from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.experiments.run import run
+from recbole_ssr.training.build import prepare
 from recbole_ssr.model.registry import get_model
 
 MODELS = ["MGCN", "LGMRec", "SMORE"]

@@ -16,7 +16,8 @@ from conftest import QUICK, REPO_ROOT, tiny_interactions
 from recbole_ssr.config.configurator import Config
 from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.model.graph import cooccurrence_neighbours, edge_softmax, neighbour_graph, sample_user_neighbours
-from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.experiments.run import run
+from recbole_ssr.training.build import prepare
 from recbole_ssr.config.search_space import load_search_space
 from recbole_ssr.training.trainer import MultimodalTrainer
 from recbole_ssr.model.registry import get_model

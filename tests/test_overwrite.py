@@ -16,6 +16,7 @@ from recbole_ssr import cli
 from recbole_ssr.core import safe_io
 from recbole_ssr.experiments import runner, side_by_side
 from recbole_ssr.core.errors import ConfigError, RecboleSSRError
+from recbole_ssr.core.spec import ExperimentSpec
 from recbole_ssr.core.safe_io import (append_jsonl, check_may_replace, exclusive_lock, read_jsonl, results_identity,
                                  stamped, write_json)
 
@@ -188,7 +189,7 @@ def test_an_interrupted_batch_resumes_and_its_log_is_only_appended(make_mmrec, t
     results = str(tmp_path / "bench.json")
     overrides = dict(QUICK, data_path=root)
     with pytest.raises(KeyboardInterrupt):
-        side_by_side.run_side_by_side(["VBPR", "BPR"], name, 2, overrides=overrides, results_path=results)
+        side_by_side.run_side_by_side(["VBPR", "BPR"], name, ExperimentSpec(seeds=2, results=results), overrides)
     assert "interrupted: 1 of 4 run(s) finished and are kept in" in capsys.readouterr().out
     log = tmp_path / "bench.runs.jsonl"
     kept = log.read_bytes()
@@ -197,7 +198,8 @@ def test_an_interrupted_batch_resumes_and_its_log_is_only_appended(make_mmrec, t
     monkeypatch.setattr(runner, "run_in_process", real)
     trained = []
     monkeypatch.setattr(runner, "run_in_process", lambda *args: trained.append(args[0]) or real(*args))
-    rows, runs = side_by_side.run_side_by_side(["VBPR", "BPR"], name, 2, overrides=overrides, results_path=results)
+    rows, runs = side_by_side.run_side_by_side(["VBPR", "BPR"], name, ExperimentSpec(seeds=2, results=results),
+                                               overrides)
     out = capsys.readouterr().out
     assert "1 of 4 run(s) reused from" in out and len(trained) == 3
     assert log.read_bytes().startswith(kept) and len(log.read_bytes().splitlines()) == 4  # appended, not rewritten
@@ -207,10 +209,10 @@ def test_an_interrupted_batch_resumes_and_its_log_is_only_appended(make_mmrec, t
 
     # the same command again: everything reused; another configuration: nothing reused, the log only grows
     trained.clear()
-    side_by_side.run_side_by_side(["VBPR", "BPR"], name, 2, overrides=overrides, results_path=results)
+    side_by_side.run_side_by_side(["VBPR", "BPR"], name, ExperimentSpec(seeds=2, results=results), overrides)
     assert "4 of 4 run(s) reused" in capsys.readouterr().out and trained == []
-    side_by_side.run_side_by_side(["VBPR", "BPR"], name, 1, overrides=dict(overrides, learning_rate=0.01),
-                               results_path=results)
+    side_by_side.run_side_by_side(["VBPR", "BPR"], name, ExperimentSpec(seeds=1, results=results),
+                                   dict(overrides, learning_rate=0.01))
     assert "2 finished run(s) there have another configuration" in capsys.readouterr().out and len(trained) == 2
     assert len(log.read_bytes().splitlines()) == 6
 

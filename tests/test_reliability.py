@@ -14,6 +14,7 @@ import torch
 
 from conftest import QUICK, planted_features
 from recbole_ssr import cli
+from recbole_ssr.config.values import parse_value
 from recbole_ssr.core.errors import ConfigError, DataError
 from recbole_ssr.data.prepare import PrepareError, prepare_dataset
 from recbole_ssr.core.safe_io import atomic_write
@@ -178,7 +179,7 @@ def test_deliberate_extra_keys_are_declared(make_mmrec):
 
 @pytest.mark.parametrize("short_modality", ["image", "text"])
 def test_modalities_must_agree_in_any_order(make_mmrec, short_modality):
-    from recbole_ssr.experiments.run import prepare
+    from recbole_ssr.training.build import prepare
 
     root, name, _ = make_mmrec()
     np.save(f"{root}/{name}/{short_modality}_feat.npy", planted_features(29, 4))  # one row short (others: 30)
@@ -221,8 +222,8 @@ def test_messages_say_what_is_meant(make_mmrec, tmp_path):
     from recbole_ssr.config.configurator import Config
     from recbole_ssr.data.default import build_default_dataset
 
-    assert cli.parse_value("[image]") == ["image"] and cli.parse_value("{image: 0.1}") == {"image": 0.1}
-    assert cli.parse_value("['image', 'text']") == ["image", "text"] and cli.parse_value("[]") == []
+    assert parse_value("[image]") == ["image"] and parse_value("{image: 0.1}") == {"image": 0.1}
+    assert parse_value("['image', 'text']") == ["image", "text"] and parse_value("[]") == []
     root, name, _ = make_mmrec()
     assert Config("VBPR", name, config_dict={"data_path": root, "use_modalities": ["image"]})["use_modalities"] == ["image"]
     with pytest.raises(ConfigError, match="use_modalities=\\[\\] selects 0 modalities, but VBPR needs at least 1"):

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from conftest import QUICK, REPO_ROOT
-from recbole_ssr.cli import parse_args, parse_value
+from recbole_ssr.cli import parse_args
+from recbole_ssr.config.values import parse_value
 from recbole_ssr.config.configurator import Config
 from recbole_ssr.experiments.run import run
 

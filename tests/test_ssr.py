@@ -10,7 +10,8 @@ from recbole.data.interaction import Interaction
 from conftest import QUICK
 from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.model.ssr_layers import BandGate, BandOperator, band_contrastive_loss, mask_bands
-from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.experiments.run import run
+from recbole_ssr.training.build import prepare
 from recbole_ssr.model.registry import get_model
 
 
@@ -171,9 +172,10 @@ def test_contrastive_term_value(make_mmrec):
     with_cl, _ = build(make_mmrec, mask_weight=0.0, cl_weight=1.0, **ours)
     without, _ = build(make_mmrec, mask_weight=0.0, cl_weight=0.0, **ours)
     interaction = batch(with_cl)
-    signal, _ = with_cl.graph_signal()
+    signal, _ = with_cl.signal()
     bands = with_cl.decomposer(signal).transpose(0, 1)
-    users, items, _ = with_cl.node_rows(interaction)
+    nodes = with_cl.batch_nodes(interaction)
+    users, items = nodes.rows[nodes.users], nodes.rows[nodes.positives]
     expected = sum(band_contrastive_loss(bands[torch.unique(nodes)], with_cl.chunk_slices, with_cl.temperature)
                    for nodes in (users, items)).item()  # each distinct user / positive item once
     assert expected > 0
@@ -189,9 +191,10 @@ def test_contrastive_rows_and_self_negative_switches(make_mmrec, cl_rows, self_n
     with_cl, _ = build(make_mmrec, cl_weight=1.0, **switches)
     without, _ = build(make_mmrec, cl_weight=0.0, **switches)
     interaction = batch(with_cl, n=24)
-    users, items, _ = with_cl.node_rows(interaction)
+    nodes = with_cl.batch_nodes(interaction)
+    users, items = nodes.rows[nodes.users], nodes.rows[nodes.positives]
     assert len(torch.unique(users)) < len(users) and len(torch.unique(items)) < len(items)  # repeats in the batch
-    signal, _ = with_cl.graph_signal()
+    signal, _ = with_cl.signal()
     bands = with_cl.decomposer(signal).transpose(0, 1)
     rows = (lambda nodes: nodes) if cl_rows == "batch" else torch.unique
     expected = sum(band_contrastive_loss(bands[rows(nodes)], with_cl.chunk_slices, with_cl.temperature,
@@ -280,9 +283,10 @@ def test_ssr_loss_decreases_over_a_few_epochs(make_mmrec):
 
 
 def test_ssr_runs_end_to_end_and_is_the_default(make_mmrec):
-    from recbole_ssr.cli import default_model
+    from recbole_ssr.cli import parse_args, DEFAULT_MODEL
 
-    assert default_model() == "SSR"
+    spec, _ = parse_args([])
+    assert spec.model is None and DEFAULT_MODEL == "SSR"  # no --model: the command line runs SSR
     root, name, _ = make_mmrec()
     outcome = run("SSR", name, config_dict=dict(QUICK, data_path=root, epochs=2, learning_rate=1e-4, lr_decay=[0.5, 1]))
     assert outcome["epochs_run"] == 2 and all(0 <= v <= 1 for v in outcome["test_result"].values())
@@ -296,13 +300,19 @@ def test_ssr_runs_end_to_end_and_is_the_default(make_mmrec):
         assert mixing[side]["max_abs_from_uniform"] == pytest.approx(float((matrix - 1 / 3).abs().max()), abs=1e-6)
 
 
+def batch_rows(model, interaction):
+    """Graph rows (users first, items offset by n_users) of a batch's users, positive and negative items."""
+    return (interaction[model.USER_ID], interaction[model.ITEM_ID] + model.n_users,
+            interaction[model.NEG_ITEM_ID] + model.n_users)
+
+
 def plain_ssr_loss(model, interaction):
     """SSR's training loss written the plain way, as docs/ssr.md states it: whole-graph bands from the filter bank,
     stage (iii) on every batch row separately (no sharing across rows or passes), Ω once per side and pass, one BCE
     mean over the 2B logits. The band mask is drawn per distinct node, in the same order as the model draws it."""
-    signal, node = model.graph_signal()
+    signal, node = model.signal()
     bands = model.decomposer(signal).transpose(0, 1)  # [N, M, D]
-    users, pos, neg = model.node_rows(interaction)
+    users, pos, neg = batch_rows(model, interaction)
     batch = len(users)
     nodes = torch.cat([users, pos, neg])
     distinct, inverse = torch.unique(nodes, return_inverse=True)
@@ -372,7 +382,7 @@ def test_loss_terms_are_weighted_as_the_reference(make_mmrec):
     interaction = batch(model)
     model.decomposer.refresh()
     bce_only = model.calculate_loss(interaction).item()
-    users, pos, neg = model.node_rows(interaction)
+    users, pos, neg = batch_rows(model, interaction)
     model.eval()
     with torch.no_grad():
         user_h, item_h = model.forward()
@@ -395,9 +405,9 @@ def test_user_branch_weights_start_as_a_softmax_and_are_used_linearly(make_mmrec
     assert torch.allclose(weights.sum(dim=1), torch.ones(model.n_users), atol=1e-6)
     assert weights.min() > 0 and weights.std() > 0  # softmax of an xavier draw (std √(2/(U+B)), ≈ 1/B on big data)
     with torch.no_grad():
-        _, before = model.graph_signal()
+        _, before = model.signal()
         weights.mul_(3.0)  # a linear use scales the users' R by 3; a softmax would undo it
-        _, after = model.graph_signal()
+        _, after = model.signal()
     torch.testing.assert_close(after[: model.n_users], 3 * before[: model.n_users])
     torch.testing.assert_close(after[model.n_users:], before[model.n_users:])
 
@@ -464,8 +474,8 @@ def test_alignment_term_is_the_id_content_infonce_and_off_by_default(make_mmrec)
     plain, _ = build(make_mmrec, **base)
     assert plain.align_weight == 0.0  # the paper's model unless switched on
     interaction = batch(aligned)
-    _, node = aligned.graph_signal()
-    users, items, _ = aligned.node_rows(interaction)
+    _, node = aligned.signal()
+    users, items, _ = batch_rows(aligned, interaction)
     expected = 0.0
     for nodes in (torch.unique(users), torch.unique(items)):
         rows = node[nodes]

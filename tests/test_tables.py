@@ -14,6 +14,7 @@ import pytest
 
 from conftest import QUICK
 from recbole_ssr.benchmark import main as benchmark_main
+from recbole_ssr.core.spec import ExperimentSpec
 from recbole_ssr.data.default import build_default_dataset
 from recbole_ssr.experiments import runner, side_by_side, significance, tables
 from recbole_ssr.experiments.run import run
@@ -48,8 +49,8 @@ def rows_of(tex):
 def test_a_batch_keeps_per_user_metrics_and_tests_every_table_the_same_way(ml100k, tmp_path, capsys):
     # --- one side-by-side batch: Pop and BPR, 2 seeds
     results = str(tmp_path / "bench.json")
-    rows, runs = side_by_side.run_side_by_side(["Pop", "BPR"], ml100k, 2, overrides=dict(SETTINGS, seed=3),
-                                               results_path=results)
+    rows, runs = side_by_side.run_side_by_side(["Pop", "BPR"], ml100k, ExperimentSpec(seeds=2, results=results),
+                                               dict(SETTINGS, seed=3))
     out = capsys.readouterr().out
     assert all(r["status"] == "ok" and "per_user" not in r for r in runs)
     records = sidecar(tmp_path / "bench.users.json.gz")
@@ -86,7 +87,8 @@ def test_a_batch_keeps_per_user_metrics_and_tests_every_table_the_same_way(ml100
     assert all(cell.startswith(r"\underline{") for cell in body["BPR"])
 
     # --- the same command again: every run reused, with its per-user metrics
-    side_by_side.run_side_by_side(["Pop", "BPR"], ml100k, 2, overrides=dict(SETTINGS, seed=3), results_path=results)
+    side_by_side.run_side_by_side(["Pop", "BPR"], ml100k, ExperimentSpec(seeds=2, results=results),
+                                  dict(SETTINGS, seed=3))
     assert "4 of 4 run(s) reused" in capsys.readouterr().out
     assert json.loads(open(results).read())["significance"] == saved["significance"]
 
@@ -95,8 +97,8 @@ def test_a_batch_keeps_per_user_metrics_and_tests_every_table_the_same_way(ml100
         run("Pop", ml100k, config_dict=dict(SETTINGS, seed=seed), results=str(tmp_path / f"pop_{seed}.json"))
         assert len(sidecar(tmp_path / f"pop_{seed}.users.json.gz")) == 1
         assert "per_user" not in json.loads(open(tmp_path / f"pop_{seed}.json").read())
-    side_by_side.run_side_by_side(["BPR"], ml100k, 2, overrides=dict(SETTINGS, seed=3),
-                                  results_path=str(tmp_path / "bpr.json"))
+    side_by_side.run_side_by_side(["BPR"], ml100k, ExperimentSpec(seeds=2, results=str(tmp_path / "bpr.json")),
+                                  dict(SETTINGS, seed=3))
     merged = str(tmp_path / "merged.json")
     inputs = [str(tmp_path / name) for name in ("pop_3.json", "pop_4.json", "bpr.json")]
     assert benchmark_main(inputs + [f"--results={merged}"]) == 0
@@ -111,7 +113,7 @@ def test_an_identical_model_is_marked_tied_and_a_run_without_per_user_data_untes
     """The best model's runs filed again under another name (identical per-user values: p = 1, the marker †:
     not significantly different from the best), and a run made without per-user metrics (?), through the merge."""
     results = str(tmp_path / "bench.json")
-    side_by_side.run_side_by_side(["Pop", "BPR"], ml100k, 1, overrides=dict(SETTINGS, epochs=1), results_path=results)
+    side_by_side.run_side_by_side(["Pop", "BPR"], ml100k, ExperimentSpec(results=results), SETTINGS)
     saved = json.loads(open(results).read())
     twin = [dict(r, model="Pop twin") for r in saved["runs"] if r["model"] == "Pop"]
     with open(tmp_path / "twin.json", "w") as f:
@@ -144,7 +146,7 @@ def test_an_identical_model_is_marked_tied_and_a_run_without_per_user_data_untes
 
 def test_files_that_are_not_ours_beside_the_results_are_not_replaced(ml100k, tmp_path, capsys):
     results = str(tmp_path / "bench.json")
-    side_by_side.run_side_by_side(["Pop"], ml100k, 1, overrides=SETTINGS, results_path=results)
+    side_by_side.run_side_by_side(["Pop"], ml100k, ExperimentSpec(results=results), SETTINGS)
     (tmp_path / "out.tex").write_text("\\documentclass{article}\n")
     capsys.readouterr()
     assert benchmark_main([results, "--results", str(tmp_path / "out.json")]) == 2

@@ -50,7 +50,7 @@ def test_optuna_cannot_enumerate_a_grid_axis(make_mmrec, tmp_path):
     (tmp_path / "s.yaml").write_text("embedding_size: {grid: [8, 16]}\n")
     args, overrides = parse_args(["--tune=s.yaml", "--search_alg=optuna", f"--data_path={root}"] + TINY)
     with pytest.raises(ConfigError, match="optuna"):
-        run_search("BPR", name, args, overrides)
+        run_search(["BPR"], name, args, overrides)
 
 
 def test_tune_auto_errors_before_anything_runs(make_mmrec, tmp_path, capsys):
@@ -81,7 +81,7 @@ def test_optuna_search_respects_the_bounds_and_resumes(local_ray, make_mmrec, tm
     args, overrides = parse_args(argv)
     # one trial at a time (2 CPUs each): interrupted when the second has started, so the first has finished
     with ctrl_c_when(lambda: len(glob.glob(str(tmp_path / "tune_results" / "*" / "trials" / "*"))) >= 2):
-        run_search("BPR", name, args, overrides)
+        run_search(["BPR"], name, args, overrides)
     (folder,) = glob.glob(str(tmp_path / "tune_results" / "*"))
     manifest = json.load(open(os.path.join(folder, "search.json")))
     assert manifest["status"] == "interrupted" and manifest["settings"]["search_alg"] == "optuna"
@@ -90,7 +90,7 @@ def test_optuna_search_respects_the_bounds_and_resumes(local_ray, make_mmrec, tm
     assert finished
     stamps = {t: os.path.getmtime(os.path.join(folder, "trials", t, "outcome.json")) for t in finished}
 
-    summary = run_search("BPR", name, *parse_args(argv + ["--resume"]))
+    summary = run_search(["BPR"], name, *parse_args(argv + ["--resume"]))
     assert summary["output_dir"] == folder and summary["n_trials"] == 3 and summary["n_completed"] == 3
     assert {t: os.path.getmtime(os.path.join(folder, "trials", t, "outcome.json")) for t in finished} == stamps
     space = parse_search_space(yaml.safe_load((tmp_path / "space.yaml").read_text()))

@@ -162,10 +162,10 @@ def test_search_argument_errors(make_mmrec, tmp_path):
     (tmp_path / "s.yaml").write_text("learning_rate: {grid: [0.01, 0.001]}\n")
     args, overrides = parse_args([f"--tune={tmp_path / 's.yaml'}", "--learning_rate=0.1", f"--data_path={root}"])
     with pytest.raises(ConfigError, match="also set on the command line"):
-        run_search("BPR", name, args, overrides)
+        run_search(["BPR"], name, args, overrides)
     args, overrides = parse_args([f"--tune={tmp_path / 's.yaml'}", "--resume", f"--output={tmp_path / 'none'}"])
     with pytest.raises(ConfigError, match="no unfinished search of BPR"):
-        run_search("BPR", name, args, overrides)
+        run_search(["BPR"], name, args, overrides)
 
 
 def test_checkpoint_evaluation_repeats_the_runs_own_test_result(make_mmrec, tmp_path):
@@ -252,7 +252,7 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(local_ray, m
     # What Ctrl-C does, when the second trial has started: the trials run one at a time (2 CPUs each), so the
     # first has finished and the third has not begun.
     with ctrl_c_when(lambda: len(glob.glob(str(tmp_path / "tune_results" / "*" / "trials" / "*"))) >= 2):
-        run_search("BPR", name, args, overrides)
+        run_search(["BPR"], name, args, overrides)
     (folder,) = glob.glob(str(tmp_path / "tune_results" / "*"))
     assert json.load(open(os.path.join(folder, "search.json")))["status"] == "interrupted"
     rows = read_rows(os.path.join(folder, "trials.csv"))
@@ -261,7 +261,7 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(local_ray, m
     stamps = {t: os.path.getmtime(os.path.join(folder, "trials", t, "outcome.json")) for t in finished}
 
     args, overrides = parse_args(argv + ["--resume"])
-    summary = run_search("BPR", name, args, overrides)
+    summary = run_search(["BPR"], name, args, overrides)
     assert summary["output_dir"] == folder and summary["n_trials"] == 3 and summary["n_completed"] == 3
     assert {t: os.path.getmtime(os.path.join(folder, "trials", t, "outcome.json")) for t in finished} == stamps
     rows = read_rows(summary["trials_csv"])

@@ -116,6 +116,34 @@ def find_unfinished(manifests, matches):
     return max(found)[1] if found else None
 
 
+def resumable_folder(resume, root, pattern, manifest, belongs, what, subject):
+    """The one rule of ``--resume`` (searches and tuned benchmarks): ``(folder, its manifest)`` to continue.
+
+    ``resume``: a folder (``--resume=FOLDER``) or True (the newest unfinished folder under ``root`` matching the
+    glob ``pattern``). ``manifest``: the manifest's file name in a folder; ``belongs(info)``: whether a manifest is
+    one of ``subject`` (e.g. "VBPR on baby"); ``what``: "search" or "benchmark". A folder without manifest, of
+    another subject, or already finished is a :class:`~recbole_ssr.core.errors.ConfigError` saying what to do."""
+    from recbole_ssr.core.errors import ConfigError
+
+    if isinstance(resume, str):
+        folder = os.path.abspath(resume)
+        if not os.path.isfile(os.path.join(folder, manifest)):
+            raise ConfigError(f"--resume={resume}: no {manifest} in {folder}; pass a {what} folder (one made by "
+                              f"--tune, under --output, default tune_results/).")
+    else:
+        folder = find_unfinished(os.path.join(root, pattern, manifest), belongs)
+        if folder is None:
+            raise ConfigError(f"--resume: no unfinished {what} of {subject} under {root}. Run without --resume to "
+                              "start a new one (or pass --resume=FOLDER / --output=ROOT).")
+    info = read_json(os.path.join(folder, manifest))
+    if not belongs(info):
+        found = f"{info.get('model') or ','.join(info.get('models') or [])} on {info.get('dataset')}"
+        raise ConfigError(f"--resume: {folder} is a {what} of {found}, not of {subject}.")
+    if info.get("status") == "done":
+        raise ConfigError(f"--resume: the {what} in {folder} already finished; start a new one without --resume.")
+    return folder, info
+
+
 def files_to_table_main(prog, description, files_help, action, argv=None):
     """A ``python -m`` command of the form ``PROG FILE... [--results=OUT.json] [--overwrite]`` that runs
     ``action(files, results, overwrite)``; a RecboleSSRError (a bad option included) is one ``error:`` line and exit

@@ -24,9 +24,7 @@ import json
 import os
 import sys
 
-import torch
 
-import recbole_ssr  # noqa: F401  (the RecBole compatibility fixes, before RecBole is used)
 from recbole_ssr.core.errors import ConfigError, RecboleSSRError, one_line_parser
 from recbole_ssr.core.report import markdown_table, mean_std, plain
 from recbole_ssr.core.safe_io import check_may_replace, check_results_name, check_writable_file, stamped, write_json
@@ -58,53 +56,15 @@ def checkpoint_path(run):
     return path
 
 
-def read_checkpoint(path):
+def read_ssr_checkpoint(path):
     """The checkpoint at ``path`` (a clear error for a file that is not an SSR checkpoint of this package)."""
-    from recbole_ssr.training.trainer import load_own_checkpoint
+    from recbole_ssr.training.checkpoint import read_checkpoint
 
-    try:
-        checkpoint = load_own_checkpoint(path, "cpu")
-        model_name = checkpoint["config"]["model"]
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same explanation
-        raise ConfigError(f"{path}: not a checkpoint written by a recbole-ssr run ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}).") from None
+    checkpoint = read_checkpoint(path)
+    model_name = checkpoint["config"]["model"]
     if model_name != "SSR":
         raise ConfigError(f"{path}: a {model_name} checkpoint; eval_band_scale is an SSR setting.")
     return checkpoint
-
-
-def load_trained(path, checkpoint=None):
-    """(config, model with the checkpoint's weights, trainer, valid loader, test loader)."""
-    from recbole.utils import init_logger, init_seed
-
-    from recbole_ssr.data.dataloader import data_preparation  # the package's protocol (not RecBole's own)
-    from recbole_ssr.training.trainer import training_data_fingerprint
-    from recbole_ssr.data.dataset import create_dataset
-    from recbole_ssr.model.registry import get_model
-    from recbole_ssr.training.trainer import get_trainer
-
-    checkpoint = checkpoint or read_checkpoint(path)
-    config = checkpoint["config"]
-    if not torch.cuda.is_available():
-        config["device"] = torch.device("cpu")
-    config["show_progress"] = False
-    init_logger(config)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    another = (f"{path}: trained on another version of dataset '{config['dataset']}' than the one now in "
-               f"{config['dataset_dir']}")
-    recorded = checkpoint.get("data_fingerprint")
-    if recorded is not None and recorded != training_data_fingerprint(train_data.dataset):
-        raise ConfigError(f"{another} (its training interactions differ). Evaluate it on the data it was trained on, "
-                          "or train again.")
-    model = get_model("SSR")(config, train_data.dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], "SSR")(config, model)
-    try:
-        trainer.load_weights(path)
-    except RuntimeError as exc:  # weights of another shape: other numbers of users or items
-        raise ConfigError(f"{another}: its weights do not fit ({str(exc).splitlines()[-1].strip()}). Evaluate it on "
-                          "the data it was trained on, or train again.") from None
-    return config, model, trainer, valid_data, test_data
 
 
 def candidate_lists(args, num_bands):
@@ -131,8 +91,12 @@ def candidate_lists(args, num_bands):
     return unique
 
 
-def evaluate_run(path, args, checkpoint=None):
-    config, model, trainer, valid_data, test_data = load_trained(path, checkpoint)
+def evaluate_run(path, args):
+    from recbole_ssr.training.build import load_trained
+
+    built = load_trained(path)
+    config, model, trainer, valid_data, test_data = (built.config, built.model, built.trainer, built.valid_data,
+                                                     built.test_data)
     metric = config["valid_metric"].lower()
     rows = []
     for scale in candidate_lists(args, model.num_bands):
@@ -186,15 +150,13 @@ def main(argv=None):
     try:
         args = parser.parse_args(argv)
         paths = [checkpoint_path(run) for run in args.runs]
-        checkpoints = [read_checkpoint(path) for path in paths]
-        dataset = checkpoints[0]["config"]["dataset"]
+        dataset = [read_ssr_checkpoint(path)["config"]["dataset"] for path in paths][0]
         if args.results:
             check_results_name(args.results)
             check_writable_file(args.results, "--results")
             check_may_replace(args.results, KIND, ["SSR"], dataset, overwrite=args.overwrite,
                               inputs={run: "an input of this tool" for run in args.runs})
-        runs = [evaluate_run(path, args, checkpoint) for path, checkpoint in zip(paths, checkpoints)]
-        del checkpoints
+        runs = [evaluate_run(path, args) for path in paths]
         chosen, summary = choose(runs)
     except RecboleSSRError as exc:
         sys.exit(f"error: {exc}")

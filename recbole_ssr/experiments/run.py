@@ -6,19 +6,13 @@ import sys
 import uuid
 from logging import getLogger
 
-from recbole.utils import get_local_time, init_logger, init_seed
+from recbole.utils import get_local_time
 
-from recbole_ssr.config.configurator import Config
-from recbole_ssr.config.validation import check_output_locations
 from recbole_ssr.core.report import plain
 from recbole_ssr.core.safe_io import (check_may_replace, check_results_name, check_writable_file, stamped,
                                       write_json_or_rescue)
-from recbole_ssr.data.dataloader import data_preparation
-from recbole_ssr.data.dataset import create_dataset
-from recbole_ssr.model.registry import get_model
 from recbole_ssr.training import per_user
-from recbole_ssr.training.trainer import get_trainer
-from recbole_ssr.training.trainer import training_data_fingerprint
+from recbole_ssr.training.build import build
 
 
 def peak_rss_mb():
@@ -31,9 +25,7 @@ def code_version():
     """``git describe`` of the source checkout this package runs from (None outside a git checkout)."""
     import subprocess
 
-    import recbole_ssr
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(recbole_ssr.__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # above recbole_ssr/
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True, text=True,
                              timeout=10)
@@ -44,19 +36,6 @@ def code_version():
 
 def config_snapshot(config):
     return {k: plain(v) for k, v in sorted(config.final_config_dict.items())}
-
-
-def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):
-    """Build the config, dataset and data loaders (reusable by several runs on the same data)."""
-    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-    check_output_locations(config)
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    logger = getLogger()
-    dataset_obj = create_dataset(config)
-    logger.info(dataset_obj)
-    train_data, valid_data, test_data = data_preparation(config, dataset_obj)
-    return config, dataset_obj, (train_data, valid_data, test_data)
 
 
 def _group_metrics(trainer, test_data, train_dataset, logger):
@@ -116,13 +95,10 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
                               inputs={path: "a config file (--config_files)" for path in config_file_list or []})
         per_user.check_may_replace_sidecar(per_user.sidecar_path(results), overwrite)
     started_from = code_version()  # the code this run loaded (the checkout may move on while it trains)
-    config, _, (train_data, valid_data, test_data) = prepare(model, dataset, config_file_list, config_dict)
+    built = build(model, dataset, config_file_list, config_dict)
+    config, model_obj, trainer = built.config, built.model, built.trainer
+    train_data, valid_data, test_data = built.loaders
     logger = getLogger()
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_obj = get_model(config["model"])(config, train_data.dataset).to(config["device"])
-    logger.info(model_obj)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
-    trainer.data_fingerprint = training_data_fingerprint(train_data.dataset)  # stored in its checkpoints
     if on_ready is not None:
         on_ready(model_obj, trainer, (train_data, valid_data, test_data))
     show = bool(config["show_progress"])
@@ -168,4 +144,20 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
             outcome["model"], config["seed"], outcome["dataset"], users, outcome["run_id"])])
     if config["per_user_metrics"]:
         outcome["per_user"] = users
+    return outcome
+
+
+def run_recbole_ssr(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, results=None):
+    """RecBole's ``run_recbole`` for this package: train ``model`` (a name, ``file.py:Class``, or a model class) on
+    ``dataset`` and return what ``--results`` writes (:func:`run`), including the ``checkpoint`` path that
+    :func:`recbole_ssr.load_data_and_model` loads."""
+    return run(model, dataset, config_file_list, config_dict, saved=saved, results=results)
+
+
+def run_one(models, dataset, spec, overrides):
+    """The command line's single run (one model, one seed): :func:`run`, then its summary line."""
+    outcome = run(models[0], dataset, spec.config_files, overrides, results=spec.results, overwrite=spec.overwrite)
+    test = ", ".join(f"{k}={v:.4f}" for k, v in outcome["test_result"].items())
+    print(f"{outcome['model']} on {outcome['dataset']}: best epoch {outcome['best_epoch']}, "
+          f"{outcome['seconds_per_epoch']:.2f} s/epoch; test {test}")
     return outcome

@@ -20,6 +20,7 @@ reuses every finished run in it whose model, seed and configuration match (:func
 the missing ones. A lock file ``<results>.lock`` keeps a second batch off the same results path while one runs.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -28,7 +29,7 @@ from recbole_ssr.config.configurator import Config, visible_devices_unchanged
 from recbole_ssr.core.errors import ConfigError, RecboleSSRError
 from recbole_ssr.experiments.run import config_snapshot
 from recbole_ssr.core.report import files_to_table_main, load_runs, mean_std, write_csv
-from recbole_ssr.experiments.runner import RunSpec, run_many
+from recbole_ssr.experiments.runner import RunSpec, ray_session, run_many
 from recbole_ssr.core.safe_io import (append_jsonl, check_appendable_log, check_may_replace, check_may_replace_table,
                                  check_results_name, check_writable_file, exclusive_lock, finite_json, read_jsonl,
                                  rescued, stamped, write_json)
@@ -135,12 +136,17 @@ def check_results_target(results_path, models, dataset, overwrite=False, inputs=
     tables.check_companions(results_path, overwrite)
 
 
-def run_side_by_side(models, dataset, seeds, config_files=None, overrides=None, results_path=None, ray_runs=None,
-                     overwrite=False):
-    """Every model with every seed, one table. ``ray_runs`` (``{"cpus_per_run": c, "gpus_per_run": g}``): the runs
-    are Ray tasks of the current Ray session (``--address``) instead of local processes. Finished runs of an
-    earlier batch on the same ``results_path`` with the same configuration are reused (module docstring)."""
-    overrides = dict(overrides or {})
+def run_side_by_side(models, dataset, spec, overrides):
+    """Every model with every seed (``spec.seeds``), one table (``spec.results``, default
+    ``saved/benchmarks/<dataset>-<time>.json``). With ``spec.address`` the runs are Ray tasks on that cluster
+    (``spec.ray_runs`` resources each) instead of local processes. Finished runs of an earlier batch on the same
+    results path with the same configuration are reused (module docstring). Returns ``(rows, runs)``."""
+    with ray_session(spec.address) if spec.address else contextlib.nullcontext():
+        return _side_by_side(models, dataset, spec.seeds, spec.config_files, dict(overrides or {}), spec.results,
+                             spec.ray_runs if spec.address else None, spec.overwrite)
+
+
+def _side_by_side(models, dataset, seeds, config_files, overrides, results_path, ray_runs, overwrite):
     overrides.setdefault("per_user_metrics", True)  # for the significance tests of the table
     if len(set(models)) != len(models):
         twice = sorted({m for m in models if models.count(m) > 1})

@@ -43,7 +43,7 @@ from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.model.abstract import GraphRecommender
 from recbole_ssr.model.graph import (bipartite_adjacency, bipartite_edges, knn_edges, propagate, sparse_to_csr,
                                      sym_normalize_edges)
-from recbole_ssr.model.losses import bpr_loss, l2_penalty
+from recbole_ssr.model.losses import bpr_l2
 
 UI_NORMALIZATIONS = {"rw_self_loops": ("rw", True), "sym": ("sym", False)}
 
@@ -141,5 +141,4 @@ class LATTICE(GraphRecommender):
         users, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
         user_e, item_e = self.forward()
         u, i, j = user_e[users], item_e[pos], item_e[neg]
-        loss = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
-        return loss + self.reg_weight * 0.5 * l2_penalty(u, i, j)
+        return bpr_l2(u, i, j, self.reg_weight * 0.5)

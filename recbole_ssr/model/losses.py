@@ -15,6 +15,13 @@ def l2_penalty(*embeddings):
     return sum(e.pow(2).sum() for e in embeddings) / batch
 
 
+def bpr_l2(users, positives, negatives, weight):
+    """BPR on the inner products ⟨u, i⁺⟩ vs ⟨u, i⁻⟩ of batch embeddings + ``weight`` · :func:`l2_penalty` of the
+    three: the loss of the BPR baselines."""
+    return bpr_loss((users * positives).sum(-1), (users * negatives).sum(-1)) + weight * l2_penalty(
+        users, positives, negatives)
+
+
 def batch_mean_square(users, pos_items, neg_items):
     """mean(e_u²) + ½ (mean(e_i⁺²) + mean(e_i⁻²)): MMGCN's and GRCN's regulariser of the batch's ID embeddings (the
     mean over the batch users, each repeated twice, and the interleaved positive and negative items)."""

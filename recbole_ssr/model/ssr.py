@@ -1,37 +1,27 @@
 """SSR: Structured Spectral Reasoning for frequency-adaptive multimodal recommendation (Yang et al., NeurIPS 2025).
 
-Pipeline (docs/ssr.md, our notation):
+docs/ssr.md describes the method stage by stage, its objective, how the training step is computed and where this
+implementation differs from the authors' code. This file follows it section by section:
 
-* Backbone - per branch m ∈ {id} ∪ content modalities: H⁰_m = row-L2-normalise([P_m ; X_m]) with X_id an item
-  table and X_m = MLP(F_m) for content; Z_m = Σ_{l=0..L} Â^l H⁰_m. Node representation R: items [Z_id|Z_1|...],
-  users [w_u1 Z_id | w_u2 Z_1 | ...] with per-user branch weights w_u (a free parameter initialised as a softmax,
-  used linearly, as in the reference). Side signal Q: items S_mm^n R_item
-  (S_mm = Σ_m α_m S_m, the frozen kNN item graphs; α: ``mm_modality_weights``, else the reference's
-  0.1 image / 0.9 text when the dataset has exactly those, else uniform), users [P_id | P_1 | ...]. Signal X = R + Q.
-* (i) X is split into M graph-frequency bands that sum to X (:mod:`recbole_ssr.model.spectral`, ``band_method``).
-* (ii) training only: whole bands dropped per node (``mask_rate``) and a consistency loss between the masked and
-  the full pass (``mask_consistency: representation | prediction``; ``mask_fill: zero | noise``).
-* (iii) G-HSNO band operator and band gating (separate modules for users and items), ``out_mode``
-  ``aggr`` (score ⟨h_u, h_i⟩), ``spec`` (per-band embeddings) or ``mix`` (both).
-* (iv) band-wise cross-modal InfoNCE over every pair of content modalities; ``cl_self_negative`` and ``cl_rows``
-  choose between the reference's form (the anchor itself among its negatives, every batch row) and ours.
-* Opt-in extensions beyond the paper (docs/ssr.md, "Extensions"; off by default): ``band_scale`` multiplies each
-  band before stage (iii), in training and evaluation (e.g. ``[1, 1, 0.5]`` attenuates the high band);
-  ``eval_band_scale`` does the same at evaluation only (training unchanged; chosen on validation after training);
-  ``align_weight`` adds an ID↔content InfoNCE on the node representation R (the ID branch against the mean of the
-  content branches), as MGCN and SMORE align their ID and content views.
-
-Loss: BCE with one mean over the 2B logits of the batch (B positives labelled 1, B sampled negatives labelled 0)
-+ reg_weight·Ω (Ω counted once per side, users' and items' modules, in each pass: clean, and masked when masking
-is on) + mask_weight·L_mask + cl_weight·L_cl, as in the authors' reference. Ablation switches: ``use_operator``, ``use_gate``, ``mask_rate``/``mask_weight`` = 0,
-``cl_weight`` = 0, ``use_modalities`` (any subset, [] = ID only), ``band_num``, ``band_method``, ``out_mode``.
-The training step (:meth:`SSR.calculate_loss`) needs the whole-graph signal X (gradients need it) but only the
-batch's rows of the bands: the band filter returns just those rows and back-propagates row-sparse gradients
-(:meth:`SpectralBandDecomposer.bands_at`), and stage (iii) runs once per distinct user/item of the batch, with the
-node-only terms (s(x), the gate's x-part) shared between the clean and the masked pass. A band mask is drawn per
-distinct node. Evaluation runs one whole-graph forward and caches it.
+=============================  =================================================  =================================
+docs/ssr.md                    here                                               building blocks
+=============================  =================================================  =================================
+Backbone                       :meth:`SSR.signal` (X = R + Q, and R)              ``graph.propagate``
+Stage (i) - bands              :meth:`SSR.bands`                                  ``spectral.SpectralBandDecomposer``
+Stage (ii) - band masking      :meth:`SSR.draw_mask`, :meth:`SSR.mask`,           ``ssr_layers.mask_bands``
+                               :meth:`SSR.mask_consistency`
+Stage (iii) - operator, gate   :meth:`SSR.reason`                                 ``ssr_layers.BandOperator``,
+                                                                                  ``ssr_layers.BandGate``
+Stage (iv) - contrast          :meth:`SSR.contrast`                               ``ssr_layers.band_contrastive_loss``
+Objective                      :meth:`SSR.calculate_loss`
+How the training step is       :class:`BatchNodes` (the batch's distinct nodes),
+computed                       :meth:`SSR.reason_passes` (clean and masked pass)
+Extensions                     :meth:`SSR.scaled` (``band_scale``, ``eval_band_scale``), :meth:`SSR.align`
+Evaluation                     :meth:`SSR.forward` (whole graph, cached by the base class)
+=============================  =================================================  =================================
 """
 
+import torch
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,6 +40,32 @@ WEIGHTS_BY = ("name", "slot")
 PREFERENCE_INITS = ("uniform", "normal")
 
 
+class BatchNodes:
+    """The distinct nodes of a training batch: ``rows`` (graph rows, sorted: the ``num_users`` users first, then
+    items), and for each batch row where its user, positive and negative item are among them (``users``,
+    ``positives``, ``negatives``: indices into ``rows``). Stage (iii) runs once per distinct node; :meth:`pick`
+    gathers its outputs back to the batch rows."""
+
+    def __init__(self, users, positives, negatives, n_users):
+        """``users``, ``positives``, ``negatives``: graph rows of a batch (items offset by ``n_users``)."""
+        self.size = len(users)
+        self.rows, inverse = torch.unique(torch.cat([users, positives, negatives]), return_inverse=True)
+        self.num_users = int(torch.searchsorted(self.rows, n_users))
+        self.users, self.positives, self.negatives = inverse.split(self.size)
+
+    def pick(self, outputs):
+        """``outputs`` (a tuple of per-distinct-node tensors) -> [the same at the batch's users, positives,
+        negatives]."""
+        return [tuple(part[index] for part in outputs) for index in (self.users, self.positives, self.negatives)]
+
+    def contrast_sets(self, every_row):
+        """The user and item rows stage (iv) contrasts: every batch row with its repeats (``every_row``, the
+        reference's ``cl_rows: batch``) or each distinct user and positive item once."""
+        if every_row:
+            return [self.users, self.positives]
+        return [torch.arange(self.num_users, device=self.rows.device), torch.unique(self.positives)]
+
+
 class SSR(MultimodalRecommender):
     min_modalities = 0
     config_ranges = {
@@ -63,6 +79,12 @@ class SSR(MultimodalRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.read_settings(config)
+        adjacency = self.build_backbone(config)
+        self.build_stages(config, adjacency)
+        self.build_extensions(config)
+
+    def read_settings(self, config):
         self.dim, self.num_bands = config["embedding_size"], config["band_num"]
         self.num_layers, self.n_mm_layers = config["num_layers"], config["n_mm_layers"]
         self.out_mode = config["out_mode"]
@@ -77,9 +99,11 @@ class SSR(MultimodalRecommender):
         self.reg_weight = float(config["reg_weight"])
         self.use_operator, self.use_gate = bool(config["use_operator"]), bool(config["use_gate"])
         self.branches = ["id"] + self.modality_names
-        width = len(self.branches) * self.dim
+        self.width = len(self.branches) * self.dim  # of X: one chunk of embedding_size per branch
 
-        # Backbone: preference tables P_m, item inputs X_m, per-user branch weights w_u.
+    def build_backbone(self, config):
+        """Preference tables P_m, item inputs X_m (ID table, content MLPs), per-user branch weights w_u, Â and the
+        kNN item graph S_mm (buffers, so ``model.to(device)`` moves them); returns Â (sparse COO)."""
         self.user_preference = nn.ModuleDict({m: nn.Embedding(self.n_users, self.dim) for m in self.branches})
         self.item_id_embedding = nn.Embedding(self.n_items, self.dim)
         preference_init = {"uniform": nn.init.xavier_uniform_, "normal": nn.init.xavier_normal_}[
@@ -107,23 +131,27 @@ class SSR(MultimodalRecommender):
             self.item_graph = sparse_to_csr(self.mixed_item_graph(config["knn_k"], weights))
         self.register_buffer("item_graph_t", None, persistent=False)
         self.item_graph_t = csr_transpose(self.item_graph) if self.item_graph is not None else None  # kNN: directed
+        return adjacency
 
-        # (i) bands; (iii) operators and gates for users and items.
+    def build_stages(self, config, adjacency):
+        """(i) the band decomposer of Â; (iii) the operators and gates, one each for users and items."""
         self.decomposer = SpectralBandDecomposer(
             adjacency.cpu(), num_bands=self.num_bands, method=config["band_method"], k_poly=config["k_poly"],
             cheb_order=config["cheb_order"], eigen_max_nodes=config["eigen_max_nodes"],
             refresh_every=config["band_refresh_every"], track_edges=config["band_track_edges"],
             col_chunk=config["band_col_chunk"])
         rank = config["cp_rank"]
-        self.operators = nn.ModuleDict({s: BandOperator(self.num_bands, width, rank) for s in ("user", "item")})
-        self.gates = nn.ModuleDict({s: BandGate(self.num_bands, width) for s in ("user", "item")})
+        self.operators = nn.ModuleDict({s: BandOperator(self.num_bands, self.width, rank) for s in ("user", "item")})
+        self.gates = nn.ModuleDict({s: BandGate(self.num_bands, self.width) for s in ("user", "item")})
         self.chunk_slices = [slice(k * self.dim, (k + 1) * self.dim) for k in range(1, len(self.branches))]
-        # Opt-in extensions (off by default): per-band multipliers, ID↔content alignment.
+
+    def build_extensions(self, config):
+        """Opt-in extensions (off by default): per-band multipliers, ID↔content alignment; and the diagnostics'
+        state (recbole_ssr.experiments.analysis; never used in training)."""
         self.band_scale = self.band_multipliers(config["band_scale"], "band_scale")
         self.eval_band_scale = self.band_multipliers(config["eval_band_scale"], "eval_band_scale")
         self.align_weight, self.align_temperature = float(config["align_weight"]), float(config["align_temperature"])
-        # Diagnostics (recbole_ssr.experiments.analysis; never used in training): a band zeroed at inference, last gate weights.
-        self.inference_drop_band = None
+        self.inference_drop_band = None  # a band zeroed at inference; the last gate weights
         self.gate_weights = {}
 
     @staticmethod
@@ -148,8 +176,8 @@ class SSR(MultimodalRecommender):
         return self.modality_weights(key="mm_modality_weights")
 
     # -- backbone ------------------------------------------------------------------------------------------------
-    def graph_signal(self):
-        """(X = R + Q [N, D], R [N, D]): node representation plus side signal, users first."""
+    def signal(self):
+        """Backbone: (X = R + Q [N, D], R [N, D]), the node representation plus the side signal, users first."""
         user_inputs = [self.user_preference[m].weight for m in self.branches]
         item_inputs = [self.item_id_embedding.weight] + [
             self.content_encoders[m](self.raw_features[m]) for m in self.modality_names]
@@ -167,7 +195,20 @@ class SSR(MultimodalRecommender):
         r = torch.cat([r_users, z_items], dim=0)
         return r + torch.cat([q_users, q_items], dim=0), r
 
-    # -- stages (ii)-(iv) ------------------------------------------------------------------------------------------
+    # -- stages (i)-(iv) -------------------------------------------------------------------------------------------
+    def bands(self, signal, rows):
+        """(i) the bands of ``signal`` at graph rows ``rows`` only: [R, M, D] (times ``band_scale``); the filter
+        back-propagates row-sparse gradients (:meth:`SpectralBandDecomposer.bands_at`)."""
+        return self.scaled(self.decomposer.bands_at(signal, rows))
+
+    def draw_mask(self, rows):
+        """(ii) which bands each node of ``rows`` keeps in the masked pass: [R, M] (``mask_rate``)."""
+        return draw_band_keep(len(rows), self.num_bands, self.mask_rate, rows.device)
+
+    def mask(self, bands, keep):
+        """(ii) ``bands`` [R, M, D] with the bands ``keep`` [R, M] drops zeroed or noised (``mask_fill``)."""
+        return mask_bands(bands, self.mask_rate, self.mask_fill, keep=keep)[0]
+
     def node_terms(self, node, side):
         """The stage-(iii) terms that depend on the node only (s(x), the gate's x-part), for reuse across passes."""
         terms = {}
@@ -200,49 +241,41 @@ class SSR(MultimodalRecommender):
             return (su * si).sum(-1)
         return (hu * hi).sum(-1) + (su * si).sum(-1)
 
-    def node_rows(self, interaction):
-        users = interaction[self.USER_ID]
-        return users, interaction[self.ITEM_ID] + self.n_users, interaction[self.NEG_ITEM_ID] + self.n_users
+    def batch_nodes(self, interaction):
+        """The :class:`BatchNodes` of a training batch."""
+        return BatchNodes(interaction[self.USER_ID], interaction[self.ITEM_ID] + self.n_users,
+                          interaction[self.NEG_ITEM_ID] + self.n_users, self.n_users)
 
     @property
     def masking(self):
         return self.mask_rate > 0 and self.mask_weight > 0
 
     def calculate_loss(self, interaction):
-        signal, node = self.graph_signal()
-        users, pos, neg = self.node_rows(interaction)
-        batch = len(users)
-        # the batch's distinct nodes, sorted: users (< n_users) first, then items; `inverse` maps batch rows to them
-        rows, inverse = torch.unique(torch.cat([users, pos, neg]), return_inverse=True)
-        num_users = int(torch.searchsorted(rows, self.n_users))
-        bands = self.scaled(self.decomposer.bands_at(signal, rows))  # (i) at these rows only: [R, M, D]
-        keep = draw_band_keep(len(rows), self.num_bands, self.mask_rate, rows.device) if self.masking else None
-        clean, masked, omega = self.reason_rows(bands, node[rows], num_users, keep)
-        batch_rows = inverse.split(batch)  # users, positives, negatives
-
-        full = [(clean[0][index], clean[1][index]) for index in batch_rows]
+        """The objective (docs/ssr.md): BCE over the batch's positive and negative scores + reg_weight·Ω
+        + mask_weight·L_mask (ii) + cl_weight·L_cl (iv) (+ align_weight·L_align, an extension)."""
+        signal, node = self.signal()
+        batch = self.batch_nodes(interaction)
+        bands = self.bands(signal, batch.rows)  # (i)
+        keep = self.draw_mask(batch.rows) if self.masking else None  # (ii)
+        clean, masked, omega = self.reason_passes(bands, node[batch.rows], batch.num_users, keep)  # (iii)
+        full = batch.pick(clean)  # (h, h_spec) of the batch's users, positives, negatives
         pos_scores, neg_scores = self.score(full[0], full[1]), self.score(full[0], full[2])
         logits = torch.cat([pos_scores, neg_scores])
         labels = torch.cat([torch.ones_like(pos_scores), torch.zeros_like(neg_scores)])
         loss = F.binary_cross_entropy_with_logits(logits, labels) + self.reg_weight * omega
-        if masked is not None:
-            masked_rows = [(masked[0][index], masked[1][index]) for index in batch_rows]
-            loss = loss + self.mask_weight * self.mask_consistency_loss(full, masked_rows)
-        if self.cl_weight > 0 and len(self.chunk_slices) >= 2:
-            if self.cl_rows == "batch":  # every batch row, repeats included (the reference)
-                node_sets = [batch_rows[0], batch_rows[1]]
-            else:
-                node_sets = [torch.arange(num_users, device=rows.device), torch.unique(batch_rows[1])]
-            loss = loss + self.cl_weight * self.contrastive_loss(bands, node_sets)
+        if masked is not None:  # (ii): the masked pass agrees with the clean one
+            loss = loss + self.mask_weight * self.mask_consistency_loss(full, batch.pick(masked))
+        if self.cl_weight > 0 and len(self.chunk_slices) >= 2:  # (iv)
+            loss = loss + self.cl_weight * self.contrast(bands, batch.contrast_sets(self.cl_rows == "batch"))
         if self.align_weight > 0 and self.chunk_slices:
-            user_rows = torch.arange(num_users, device=rows.device)
-            loss = loss + self.align_weight * self.alignment_loss(node[rows], [user_rows, torch.unique(batch_rows[1])])
+            loss = loss + self.align_weight * self.align(node[batch.rows], batch.contrast_sets(every_row=False))
         return loss
 
-    def reason_rows(self, bands, node, num_users, keep=None):
-        """(iii) once per distinct node: ``bands`` [R, M, D] / ``node`` [R, D] of users (the first ``num_users``
-        rows) then items. Returns ((h, h_spec) of the clean pass, the same of the masked pass with band mask
-        ``keep`` [R, M] (None without masking), Ω = Σ over passes of (Ω_user + Ω_item))."""
+    def reason_passes(self, bands, node, num_users, keep=None):
+        """(iii) once per distinct node, for the clean pass and (with ``keep`` [R, M], (ii)) the masked pass:
+        ``bands`` [R, M, D] / ``node`` [R, D] of users (the first ``num_users`` rows) then items. Returns
+        ((h, h_spec) of the clean pass, the same of the masked pass (None without masking), Ω = Σ over passes of
+        (Ω_user + Ω_item)). The node-only terms (:meth:`node_terms`) are computed once for both passes."""
         clean, masked, omega = [], [], bands.new_zeros(())
         for side, span in (("user", slice(0, num_users)), ("item", slice(num_users, None))):
             side_bands, side_node = bands[span], node[span]
@@ -251,8 +284,7 @@ class SSR(MultimodalRecommender):
             clean.append((h, h_spec))
             omega = omega + regularizer
             if keep is not None:
-                dropped = mask_bands(side_bands, self.mask_rate, self.mask_fill, keep=keep[span])[0]
-                h, h_spec, regularizer, _ = self.reason(dropped, side_node, side, terms)
+                h, h_spec, regularizer, _ = self.reason(self.mask(side_bands, keep[span]), side_node, side, terms)
                 masked.append((h, h_spec))
                 omega = omega + regularizer
 
@@ -271,7 +303,7 @@ class SSR(MultimodalRecommender):
                        for u, i in pairs) / len(pairs)
         raise ConfigError(f"mask_consistency '{self.mask_consistency}' is unknown: use representation or prediction.")
 
-    def contrastive_loss(self, bands, node_sets):
+    def contrast(self, bands, node_sets):
         """(iv) on the pre-operator bands ``bands`` [R, M, D] of the batch's distinct nodes; ``node_sets`` are row
         indices into them (users, positive items: the distinct ones, or every batch row with ``cl_rows: batch``;
         users weight 1.0), each capped at ``cl_max_nodes`` rows drawn at random."""
@@ -283,7 +315,7 @@ class SSR(MultimodalRecommender):
                                                   self_negative=self.cl_self_negative)
         return total
 
-    def alignment_loss(self, node, node_sets):
+    def align(self, node, node_sets):
         """(extension) symmetric InfoNCE between the ID branch of R and the mean of its content branches, for the
         batch's distinct users and positive items (rows of ``node`` [R, D]), each capped at ``cl_max_nodes``."""
         total = node.new_zeros(())
@@ -331,7 +363,7 @@ class SSR(MultimodalRecommender):
     def forward(self):
         """Whole-graph user and item representations for scoring (no masking), by ``out_mode``."""
         self.decomposer.refresh()
-        signal, node = self.graph_signal()
+        signal, node = self.signal()
         bands = self.scaled(self.decomposer(signal).transpose(0, 1), self.eval_band_scale)
         if self.inference_drop_band is not None:  # diagnostics: one band removed before stage (iii)
             bands = bands.clone()
@@ -373,5 +405,5 @@ class SSR(MultimodalRecommender):
         """(bands [N, M, D] before stage (iii), X [N, D]) of the current parameters, users first, with exact band
         edges for this signal (as in evaluation). The bands are cut with a fresh band-edge state, so the
         decomposer's own state (and so training) is left unchanged."""
-        signal, _ = self.graph_signal()
+        signal, _ = self.signal()
         return self.decomposer(signal, state=self.decomposer.new_state()).transpose(0, 1), signal

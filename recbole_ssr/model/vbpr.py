@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from recbole_ssr.model.abstract import MultimodalRecommender
-from recbole_ssr.model.losses import bpr_loss, l2_penalty
+from recbole_ssr.model.losses import bpr_l2
 
 
 class VBPR(MultimodalRecommender):
@@ -37,5 +37,4 @@ class VBPR(MultimodalRecommender):
         users, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
         user_e, item_e = self.forward()
         u, i, j = user_e[users], item_e[pos], item_e[neg]
-        loss = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
-        return loss + self.reg_weight * l2_penalty(u, i, j)
+        return bpr_l2(u, i, j, self.reg_weight)

@@ -26,8 +26,8 @@ Differences from ``recbole.trainer.Trainer.fit`` (everything else - batches, los
 * Progress of a slow epoch: without RecBole's progress bar (``show_progress``), a line every
   ``progress_interval`` seconds (batches done, time left in the epoch), so a long silent epoch is not taken for a
   hang.
-* Checkpoints record ``data_fingerprint`` (:func:`training_data_fingerprint`): a tool that evaluates a checkpoint
-  can tell that the dataset changed since it was trained.
+* Checkpoints record ``data_fingerprint`` (:func:`recbole_ssr.training.checkpoint.training_data_fingerprint`): a
+  tool that evaluates a checkpoint can tell that the dataset changed since it was trained.
 """
 
 import os
@@ -44,25 +44,8 @@ from recbole_ssr.core.errors import TrainingDiverged
 from recbole_ssr.core.safe_io import save_with
 from recbole_ssr.model.registry import get_model, is_plugin_model
 from recbole_ssr.training import evaluation, per_user
+from recbole_ssr.training.checkpoint import load_own_checkpoint
 from recbole_ssr.training.stopping import improves
-
-
-def training_data_fingerprint(dataset):
-    """A short hash of a training dataset: its (user, item) pairs as RecBole ids, sorted, and the tokens those ids
-    stand for. Equal for the same training data whatever the order; different after any change of it."""
-    import hashlib
-
-    import numpy as np
-
-    digest = hashlib.sha256()
-    users = np.asarray(dataset.inter_feat[dataset.uid_field].numpy(), dtype=np.int64)
-    items = np.asarray(dataset.inter_feat[dataset.iid_field].numpy(), dtype=np.int64)
-    order = np.lexsort((items, users))
-    digest.update(users[order].tobytes())
-    digest.update(items[order].tobytes())
-    for field in (dataset.uid_field, dataset.iid_field):
-        digest.update("\n".join(str(t) for t in dataset.field2id_token[field]).encode("utf-8"))
-    return digest.hexdigest()[:16]
 
 
 def loss_weight_keys(model):
@@ -85,11 +68,6 @@ def _duration(seconds):
     if seconds >= 120:
         return f"{seconds / 60:.0f} min"
     return f"{seconds:.0f} s" if seconds >= 1 else "under 1 s"
-
-
-def load_own_checkpoint(path, device):
-    """``torch.load`` of a checkpoint this package wrote (it pickles RecBole's Config, so weights_only=False)."""
-    return torch.load(path, map_location=device, weights_only=False)
 
 
 class GroupEvaluationMixin:
@@ -163,9 +141,10 @@ class GroupEvaluationMixin:
                 "cold_rec_among": torch.cat(cold_among), "cold_pos": torch.cat(cold_pos).numpy()}
 
 
-class CheckpointFixMixin(GroupEvaluationMixin):
-    """Load our own checkpoints on torch >= 2.6 (``weights_only`` defaults to True there); every trainer this
-    package hands out also evaluates groups (:class:`GroupEvaluationMixin`)."""
+class CheckpointMixin:
+    """Checkpoints every trainer this package hands out writes and reads: uniquely named, written atomically, read
+    on torch >= 2.6 (:mod:`recbole_ssr.training.checkpoint`); and the NaN-loss error. Placed before RecBole's trainer
+    class in the bases (:data:`PLUGIN_MIXINS`)."""
 
     def _unique_checkpoint_name(self):
         os.makedirs(self.checkpoint_dir, exist_ok=True)
@@ -176,7 +155,7 @@ class CheckpointFixMixin(GroupEvaluationMixin):
 
     def _save_checkpoint(self, epoch, *args, **kwargs):
         """RecBole's checkpoint, written atomically (RecBole rewrites the best checkpoint in place)."""
-        if Trainer._save_checkpoint is not _recbole_save_checkpoint(type(self)):
+        if overridden_save(type(self)) is not vars(Trainer)["_save_checkpoint"]:
             return super()._save_checkpoint(epoch, *args, **kwargs)  # a trainer with its own checkpoint format
         verbose = args[0] if args else kwargs.pop("verbose", True)
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
@@ -238,20 +217,23 @@ class CheckpointFixMixin(GroupEvaluationMixin):
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
 
-def _recbole_save_checkpoint(trainer_class):
-    """The ``_save_checkpoint`` that ``trainer_class`` inherits from RecBole (past our mixin)."""
-    for klass in trainer_class.__mro__:
-        if klass is not CheckpointFixMixin and "_save_checkpoint" in vars(klass) and klass.__module__.startswith("recbole."):
-            return vars(klass)["_save_checkpoint"]
-    return None
+def overridden_save(trainer_class):
+    """The ``_save_checkpoint`` that :class:`CheckpointMixin` overrides in ``trainer_class``: RecBole's plain one
+    (then ours writes the checkpoint) or a RecBole trainer's own format (then that one does)."""
+    after = trainer_class.__mro__[trainer_class.__mro__.index(CheckpointMixin) + 1:]
+    return next(vars(klass)["_save_checkpoint"] for klass in after if "_save_checkpoint" in vars(klass))
 
 
-def with_checkpoint_fix(trainer_class):
-    """A RecBole trainer class (with its own training loop) that loads our checkpoints on current torch."""
-    return type(trainer_class.__name__, (CheckpointFixMixin, trainer_class), {})
+#: what this package adds to every RecBole trainer it hands out, first in the bases
+PLUGIN_MIXINS = (CheckpointMixin, GroupEvaluationMixin)
 
 
-class MultimodalTrainer(CheckpointFixMixin, Trainer):
+def with_plugin_mixins(trainer_class):
+    """A RecBole trainer class (with its own training loop) with :data:`PLUGIN_MIXINS`."""
+    return type(trainer_class.__name__, (*PLUGIN_MIXINS, trainer_class), {})
+
+
+class MultimodalTrainer(*PLUGIN_MIXINS, Trainer):
     """The trainer of every plugin model and of RecBole's models that use the plain ``Trainer``."""
 
     def __init__(self, config, model):
@@ -361,11 +343,12 @@ class MultimodalTrainer(CheckpointFixMixin, Trainer):
         return sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else 0.0
 
 
-def get_trainer(model_type, model_name):
+def get_trainer(model_type, model):
     """Our trainer for plugin models and for RecBole models that use the plain ``Trainer``; else RecBole's own
-    (with our checkpoint loading), since those trainers carry model-specific training loops."""
-    model_class = get_model(model_name)
+    (with our checkpoint loading), since those trainers carry model-specific training loops. ``model``: a name or
+    a model class."""
+    model_class = get_model(model)
     if is_plugin_model(model_class):
         return getattr(model_class, "trainer_class", MultimodalTrainer)
-    trainer = recbole_get_trainer(model_type, model_name)
-    return MultimodalTrainer if trainer is Trainer else with_checkpoint_fix(trainer)
+    trainer = recbole_get_trainer(model_type, model_class.__name__)
+    return MultimodalTrainer if trainer is Trainer else with_plugin_mixins(trainer)

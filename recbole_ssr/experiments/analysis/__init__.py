@@ -15,15 +15,16 @@ tables (markdown + CSV), JSON and PNG plots to a new folder under ``--analysis_o
 ANALYSES = ("groups", "ablation", "bands", "sensitivity")
 
 
-def run_analysis(name, models, dataset, spec, overrides):
-    """Entry point of the CLI (``recbole_ssr.cli``; ``spec``: its :class:`~recbole_ssr.core.spec.ExperimentSpec`);
-    returns the output folder."""
+def run_analysis(models, dataset, spec, overrides):
+    """The analysis ``spec.analysis`` of ``models`` (``spec``: the command line's
+    :class:`~recbole_ssr.core.spec.ExperimentSpec`); returns the output folder."""
     from recbole_ssr.experiments.analysis import ablation, bands, common, groups, sensitivity
     from recbole_ssr.core.errors import ConfigError
     from recbole_ssr.model.registry import get_model
 
     runners = {"groups": groups.run_groups, "ablation": ablation.run_ablation, "bands": bands.run_bands,
                "sensitivity": sensitivity.run_sensitivity}
+    name = spec.analysis
     if name not in runners:
         raise ConfigError(f"unknown analysis '{name}': use one of {', '.join(ANALYSES)}.")
     for model in models:  # a typo fails before any training

@@ -37,7 +37,7 @@ import sys
 from recbole_ssr.config.configurator import Config, visible_devices_unchanged
 from recbole_ssr.data.source import prepare_source
 from recbole_ssr.core.errors import ConfigError, RecboleSSRError
-from recbole_ssr.core.report import find_unfinished, plain, read_json
+from recbole_ssr.core.report import plain, read_json, resumable_folder
 from recbole_ssr.experiments.runner import ray_session
 from recbole_ssr.core.safe_io import new_stamped_folder, stamped, write_json
 from recbole_ssr.config.search_space import (default_settings, dotted_roots, inline_config_files, load_search_space,
@@ -91,12 +91,6 @@ def resolve_settings(space, spec, forced=None):
 def new_search_folder(root, model, dataset):
     """``<root>/<model>-<dataset>-<YYYYmmdd-HHMMSS>[-n]``: created, never reused."""
     return new_stamped_folder(root, f"{model}-{dataset}", "search folder")
-
-
-def find_resumable(root, model, dataset):
-    """The latest search of ``model`` on ``dataset`` under ``root`` that did not finish, or None."""
-    return find_unfinished(os.path.join(root, "*", MANIFEST),
-                           lambda info: info.get("model") == model and info.get("dataset") == dataset)
 
 
 def _check_resources(settings):
@@ -167,26 +161,15 @@ def _new_manifest(model, dataset, spec, overrides, space_file, forced=None):
 
 
 def _resume_manifest(model, dataset, spec):
-    target = spec.resume
-    if isinstance(target, str):
-        folder = os.path.abspath(target)
-        if not os.path.isfile(os.path.join(folder, MANIFEST)):
-            raise ConfigError(f"--resume={target}: no {MANIFEST} in {folder}; pass a search folder (one made by "
-                              "--tune, e.g. tune_results/VBPR-baby-20250101-120000).")
-    else:
-        root = resolve_settings(load_search_space(spec.tune), spec)["output"]
-        folder = find_resumable(root, model, dataset)
-        if folder is None:
-            raise ConfigError(f"--resume: no unfinished search of {model} on {dataset} under {root}. Run without "
-                              "--resume to start a new search (or pass --resume=FOLDER / --output=ROOT).")
-    manifest = read_json(os.path.join(folder, MANIFEST))
-    for key, given in (("model", spec.model), ("dataset", spec.dataset)):
-        if given and given != manifest[key]:
-            raise ConfigError(f"--resume: {folder} is a search of {manifest['model']} on {manifest['dataset']}, "
-                              f"not --{key}={given}.")
-    if manifest.get("status") == "done":
-        raise ConfigError(f"--resume: the search in {folder} already finished (see {BEST_JSON}); start a new one "
-                          "without --resume.")
+    explicit = isinstance(spec.resume, str)
+
+    def belongs(info):  # a folder given by name is checked only against the --model/--dataset given
+        return all(info.get(key) == value for key, value, given in (("model", model, spec.model),
+                                                                       ("dataset", dataset, spec.dataset))
+                   if given or not explicit)
+
+    root = None if explicit else resolve_settings(load_search_space(spec.tune), spec)["output"]
+    folder, manifest = resumable_folder(spec.resume, root, "*", MANIFEST, belongs, "search", f"{model} on {dataset}")
     if spec.tune and os.path.isfile(spec.tune) and read_yaml(spec.tune) != manifest["space"]:
         _say(f"note: {spec.tune} changed since the search started; resuming with the search space stored in "
              f"{os.path.join(folder, MANIFEST)}.")
@@ -205,11 +188,16 @@ def _scheduler(settings, epochs):
                          reduction_factor=settings["reduction_factor"])
 
 
-def run_search(model, dataset, spec, overrides, forced_settings=None):
-    """Run (or, with ``spec.resume``, continue) a search; returns the best trial's summary (``best.json``).
+def run_search(models, dataset, spec, overrides, forced_settings=None):
+    """Run (or, with ``spec.resume``, continue) a search of ``models`` (one model) in ``spec.tune``; returns the best
+    trial's summary (``best.json``).
 
     ``forced_settings`` override every other source of search settings (the tuned benchmark gives every model the
     same budget, scheduler and searcher this way)."""
+    if len(models) != 1:
+        raise ConfigError(f"a search tunes one model, got {', '.join(models)}; with several models use --tune=auto "
+                          "(the tuned benchmark).")
+    model = models[0]
     if not spec.tune and not spec.resume:
         raise ConfigError("--tune=SPACE.yaml is required (e.g. properties/search/VBPR.yaml).")
     overrides = dict(overrides or {})

@@ -9,16 +9,14 @@ import glob
 import os
 import shutil
 
-from recbole.utils import init_seed
 
 from recbole_ssr.config.search_space import apply_params
 from recbole_ssr.core.report import plain
 from recbole_ssr.core.safe_io import write_json
-from recbole_ssr.experiments.run import prepare, run
+from recbole_ssr.experiments.run import run
 from recbole_ssr.experiments.runner import set_torch_threads
-from recbole_ssr.model.registry import get_model
 from recbole_ssr.training.stopping import BestTracker
-from recbole_ssr.training.trainer import get_trainer
+from recbole_ssr.training.build import build
 
 CHECKPOINTS = "checkpoints"
 # keys a trial sets for itself: never part of best.yaml
@@ -106,10 +104,8 @@ def trial_main(params, base):
 
 def evaluate_checkpoint(model, dataset, config_file_list, config_dict, checkpoint):
     """Valid and test results of a saved checkpoint (a trial's best-valid model), without training."""
-    config, _, (train_data, valid_data, test_data) = prepare(model, dataset, config_file_list, config_dict)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_obj = get_model(config["model"])(config, train_data.dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    built = build(model, dataset, config_file_list, config_dict)
+    trainer, valid_data, test_data = built.trainer, built.valid_data, built.test_data
     valid = trainer.evaluate(valid_data, load_best_model=True, model_file=checkpoint)
     test = trainer.evaluate(test_data, load_best_model=True, model_file=checkpoint)
     return {"valid": plain(dict(valid or {})), "test": plain(dict(test or {}))}

@@ -40,7 +40,7 @@ from recbole_ssr.experiments import tables
 from recbole_ssr.experiments.side_by_side import METRICS, TABLE_HEADER, results_stem, results_table, summarise
 from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.core.paths import properties_dir
-from recbole_ssr.core.report import files_to_table_main, find_unfinished, read_json, write_csv
+from recbole_ssr.core.report import files_to_table_main, read_json, resumable_folder, write_csv
 from recbole_ssr.experiments.runner import RayBatch, RunSpec, ray_session
 from recbole_ssr.core.safe_io import (append_jsonl, check_may_replace, check_may_replace_table, check_results_name,
                                  check_writable_file, new_stamped_folder, read_jsonl, stamped, write_json)
@@ -102,28 +102,14 @@ def _new_folder(root, dataset):
     return new_stamped_folder(root, f"benchmark-{dataset}", "benchmark folder")
 
 
-def _find_resumable(root, models, dataset):
-    return find_unfinished(os.path.join(root, "benchmark-*", MANIFEST),
-                           lambda info: info.get("models") == models and info.get("dataset") == dataset)
-
-
 def _open(models, dataset, spec, overrides):
     """A new benchmark folder and manifest, or (``--resume``) the one to continue."""
     root = os.path.abspath(spec.output or "tune_results")
     if spec.resume:
-        folder = (os.path.abspath(spec.resume) if isinstance(spec.resume, str)
-                  else _find_resumable(root, models, dataset))
-        if folder is None or not os.path.isfile(os.path.join(folder, MANIFEST)):
-            where = folder if isinstance(spec.resume, str) else root
-            raise ConfigError(f"--resume: no unfinished benchmark of {','.join(models)} on {dataset} in {where}. "
-                              "Run without --resume to start one (or pass --resume=FOLDER / --output=ROOT).")
-        manifest = read_json(os.path.join(folder, MANIFEST))
-        if manifest["models"] != models or manifest["dataset"] != dataset:
-            raise ConfigError(f"--resume: {folder} is a benchmark of {','.join(manifest['models'])} on "
-                              f"{manifest['dataset']}, not of {','.join(models)} on {dataset}.")
-        if manifest.get("status") == "done":
-            raise ConfigError(f"--resume: the benchmark in {folder} already finished; start a new one without "
-                              "--resume.")
+        folder, manifest = resumable_folder(
+            spec.resume, root, "benchmark-*", MANIFEST,
+            lambda info: info.get("models") == models and info.get("dataset") == dataset, "benchmark",
+            f"{','.join(models)} on {dataset}")
         _say(f"resuming {folder}")
         return folder, manifest
     spaces = {model: space_file(model, spec.tune) for model in models}
@@ -165,7 +151,7 @@ def _search(manifest, model, folder):
         resume_folder = None
     before = set(glob.glob(os.path.join(folder, SEARCHES, "*")))
     try:
-        summary = run_search(model, manifest["dataset"], _search_spec(manifest, model, folder, resume_folder),
+        summary = run_search([model], manifest["dataset"], _search_spec(manifest, model, folder, resume_folder),
                              dict(manifest["overrides"]), forced_settings=manifest["settings"])
     finally:  # remember the search folder at once, so that an interrupted search resumes
         if not resume_folder:

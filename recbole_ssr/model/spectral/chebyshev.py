@@ -1,65 +1,37 @@
-"""``chebyshev`` bands: scalable equal-energy bands from the kernel-polynomial method (docs/ssr.md, "Stage (i)").
+"""``chebyshev`` bands: scalable equal-energy bands from the kernel-polynomial method (our addition; docs/ssr.md,
+"Stage (i)").
 
-The Chebyshev moments μ_0..μ_K of the signal give a smoothed energy CDF F (:func:`~recbole_ssr.model.spectral.
-polynomial.soft_cdf`); the band edges a_j solve F(a_j) = j/M (:func:`~recbole_ssr.model.spectral.polynomial.
-equal_energy_edges`) and the filters are the Jackson-damped steps at those edges, h_m = G_{m+1} - G_m
-(:func:`~recbole_ssr.model.spectral.polynomial.band_coefficients`), applied by the sparse filter bank
-(:mod:`~recbole_ssr.model.spectral.filter_bank`). :class:`PolynomialBands` is the part shared with the fixed
-``reference`` bank.
+Let L̃ = L - I = -Â (spectrum in [-1, 1]) and μ_k = Σ_f x_fᵀ T_k(L̃) x_f = ∫ T_k(λ-1) dE(λ) the Chebyshev moments
+of the signal's spectral energy distribution E(λ) = Σ_k e_k δ(λ - λ_k). The kernel-polynomial method (Jackson
+damping g_k) turns μ_0..μ_K into a smoothed energy CDF (:func:`~recbole_ssr.model.spectral.polynomial.soft_cdf`)
+
+    F(a) = Σ_{k=0..K} g_k s_k(a) μ_k / μ_0,  s_0(a) = (π - θ)/π,  s_k(a) = -2 sin(kθ)/(kπ),  θ = arccos a,
+
+where s_k(a) are the Chebyshev coefficients of the step 1{x < a}. Band edges a_j (λ_j = 1 + a_j) solve
+F(a_j) = j/M (:func:`~recbole_ssr.model.spectral.polynomial.equal_energy_edges`). The filters are the same
+Jackson-damped steps, G_j(x) = Σ_k g_k s_k(a_j) T_k(x), and the bands are h_m = G_{m+1} - G_m with G_0 = 0,
+G_M = 1 (:func:`~recbole_ssr.model.spectral.polynomial.band_coefficients`): a partition of unity, each h_m in
+[0, 1] (the Jackson kernel is positive). Because F is exactly the energy the low-pass G_j keeps,
+⟨X, h_m(L) X⟩ = F(a_{m+1}) - F(a_m) = 1/M: the bands are equal-energy in the projection sense exactly (up to the
+float32 moments), with smooth transitions of width ~π/(K+2) in arccos(λ - 1); benchmarks/spectral_scaling.md
+measures how far they are from the exact ``eigen`` bands as K grows.
+
+A point mass of energy at one eigenvalue is split between two bands in proportion to the responses, never mode by
+mode. This matters at λ = 1, whose multiplicity is >= |#users - #items| (the null space of Â): where an edge falls
+there, ``eigen`` splits that eigenspace by mode order, i.e. by whatever basis ``eigh`` returns (not a function of
+L), and the two methods differ by more than the transitions alone explain.
+
+Cost: ⌈K/2⌉ sparse products for the moments (μ_{2j} = 2⟨T_j X, T_j X⟩ - μ_0, μ_{2j+1} = 2⟨T_{j+1} X, T_j X⟩ - μ_1)
+plus K for the filters, each O(nnz · D); memory O((M + 3) N D); no dense N x N matrix. Edges come from the
+detached signal; the filtering is differentiable in X (:mod:`~recbole_ssr.model.spectral.filter_bank`).
 """
-
-import time
 
 import numpy as np
 import torch
 
-from recbole_ssr.model.spectral.base import BandMethod
-from recbole_ssr.model.spectral.filter_bank import Workspace, band_energy_shares, chebyshev_moments, filter_bands
-from recbole_ssr.model.spectral.polynomial import (band_coefficients, equal_energy_edges, jackson_damping,
-                                                   shares_from_moments, soft_cdf)
-
-
-class PolynomialBands(BandMethod):
-    """Bands from a polynomial filter bank in L - I whose coefficients live in ``state.coefficients``; a subclass
-    decides them in :meth:`update_edges`. ``col_chunk``: signal columns per filtering pass."""
-
-    supports_rows = True
-
-    def __init__(self, adj, num_bands, col_chunk=None):
-        super().__init__(adj, num_bands)
-        self.col_chunk = col_chunk
-        self.workspace = Workspace()
-
-    def update_edges(self, x, state, edge_signal, adj):
-        """Set ``state.coefficients`` for this call; return a zero float64 array for the filtering pass to collect
-        the signal's moments into (used by the next call), or None."""
-        return None
-
-    def decompose(self, x, state, edge_signal=None, rows=None):
-        adj = self.adjacency(x.device, x.dtype)
-        start = time.perf_counter()
-        free = self.update_edges(x, state, edge_signal, adj)
-        mid = time.perf_counter()
-        coefficients = np.asarray(state.coefficients, dtype=np.float64)
-        bands = filter_bands(x, adj, coefficients, self.col_chunk, free, rows,
-                             self.workspace if rows is not None else None)
-        state.free_moments = free
-        end = time.perf_counter()
-        if rows is None:
-            state.energy_shares = band_energy_shares(bands, x)
-        elif free is not None:
-            state.energy_shares = torch.as_tensor(shares_from_moments(coefficients, free), dtype=torch.float64)
-        else:
-            state.energy_shares = None
-        state.timings = {"edges_s": mid - start, "filter_s": end - mid, "shares_s": time.perf_counter() - end}
-        return bands
-
-    def responses(self, lam, state):
-        """The polynomial responses h_m(λ) (they sum to 1)."""
-        if state.coefficients is None:
-            raise RuntimeError("call the decomposer once before asking for chebyshev band responses")
-        resp = np.polynomial.chebyshev.chebval(lam - 1.0, np.asarray(state.coefficients).T)  # [M-1, len]
-        return np.vstack([resp, 1.0 - resp.sum(0, keepdims=True)])
+from recbole_ssr.model.spectral.filter_bank import chebyshev_moments
+from recbole_ssr.model.spectral.polynomial import band_coefficients, equal_energy_edges, jackson_damping, soft_cdf
+from recbole_ssr.model.spectral.polynomial_bands import PolynomialBands
 
 
 class ChebyshevBands(PolynomialBands):
