@@ -10,6 +10,7 @@ from recbole_ssr.experiments.side_by_side import main as merge_main, run_side_by
 from recbole_ssr.core.report import mean_std
 from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.core.spec import ExperimentSpec
+from recbole_ssr.training.per_user import read_sidecar
 
 
 def test_side_by_side_aggregates_seeds_and_reports_failures(make_mmrec, tmp_path, capsys):
@@ -34,6 +35,11 @@ def test_side_by_side_aggregates_seeds_and_reports_failures(make_mmrec, tmp_path
     with open(tmp_path / "bench.csv") as f:
         assert [row["model"] for row in csv.DictReader(f)] == ["BPR", "VBPR"]
     progress = [json.loads(line) for line in open(tmp_path / "bench.runs.jsonl")]  # written run by run
+    # each successful run's per-user test metrics came back from its process into the sidecar, not the JSON
+    records = read_sidecar(str(tmp_path / "bench.users.json.gz"))
+    assert [(r["model"], r["seed"], r["run_id"]) for r in records] == [(r["model"], r["seed"], r["run_id"])
+                                                                       for r in runs[:2]]
+    assert not any("per_user" in r for r in saved["runs"] + progress)
     assert [(r["model"], r["seed"], r["status"]) for r in progress] == [(r["model"], r["seed"], r["status"]) for r in runs]
 
     # the same BPR seeds made as separate runs (one --results file each, as quick_start writes them) merge into the

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from recbole_ssr.cli import main
+from recbole_ssr.training.per_user import read_sidecar
 
 
 @pytest.fixture
@@ -54,8 +55,13 @@ def test_side_by_side_grid_runs_on_every_node_of_a_cluster(two_node_cluster, mak
         mine = [r for r in runs if r["model"] == row["model"]]
         for metric in ("recall@20", "ndcg@10"):
             assert row[f"{metric}_mean"] == pytest.approx(sum(r["test_result"][metric] for r in mine) / len(mine))
-        table_line = next(line for line in result["table"].splitlines() if line.startswith(f"| {row['model']} |"))
+        marker = {"tied": "†"}.get(row["vs_best"], "")  # tested from the per-user metrics the nodes sent back
+        assert row["vs_best"] in ("best", "tied", "different")
+        table_line = next(line for line in result["table"].splitlines()
+                          if line.startswith(f"| {row['model']}{marker} |"))
         assert f"{row['recall@20_mean']:.4f}" in table_line
     # every run is also in the progress file, as it finished
     with open(tmp_path / "out" / "cluster.runs.jsonl") as f:
         assert len([line for line in f if line.strip()]) == 4
+    records = read_sidecar(str(tmp_path / "out" / "cluster.users.json.gz"))  # written by the driver
+    assert sorted(r["run_id"] for r in records) == sorted(r["run_id"] for r in runs)

@@ -12,6 +12,7 @@ from recbole_ssr.cli import main, parse_args
 from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.config.search_space import parse_search_space
 from recbole_ssr.experiments.tune.driver import planned_trials, run_search
+from recbole_ssr.training.per_user import read_sidecar
 
 TINY = ["--epochs=1", "--state=ERROR", "--train_batch_size=64"]
 
@@ -139,13 +140,26 @@ def test_tuned_benchmark_searches_seeds_tabulates_and_resumes(local_ray, make_mm
     out = capsys.readouterr().out
     assert "| model | chosen configuration | trials | stopped by ASHA |" in out
     assert os.path.isfile(tmp_path / "out" / "tuned.csv")
+    # every seeded run's per-user metrics in the sidecars (not in the JSON); significance; the LaTeX table
+    run_ids = sorted(r["run_id"] for r in result["runs"])
+    assert sorted(r["run_id"] for r in read_sidecar(os.path.join(folder, "runs.users.json.gz"))) == run_ids
+    assert sorted(r["run_id"] for r in read_sidecar(str(tmp_path / "out" / "tuned.users.json.gz"))) == run_ids
+    assert not any("per_user" in r for r in result["runs"] + _lines(os.path.join(folder, "runs.jsonl")))
+    verdicts = {row["model"]: row["vs_best"] for row in result["summary"]}
+    best = result["significance"]["best"]
+    compared = next(m for m in verdicts if m != best)
+    assert verdicts[best] == "best" and verdicts[compared] in ("tied", "different")  # tested, per user
+    assert next(r for r in result["summary"] if r["model"] == compared)["recall@20_user_n"] == 32  # the test users
+    tex = (tmp_path / "out" / "tuned.tex").read_text()
+    assert "best of 2 trials by validation recall@20" in tex and "over 2 seeds" in tex
+    assert tex.count(r"\textbf{") >= 4 and r"\begin{tabular}{lcccc}" in tex
 
     # the table rebuilt from the folder (python -m recbole_ssr.experiments.tune.tuned_benchmark FOLDER) is the same table
     from recbole_ssr.experiments.tune.tuned_benchmark import main as report_main
 
     assert report_main([folder, "--results=out/again.json"]) == 0
     again = json.loads((tmp_path / "out" / "again.json").read_text())
-    assert again["table"] == result["table"]
+    assert again["table"] == result["table"] and again["significance"] == result["significance"]
     other = tmp_path / "other"
     other.mkdir()
     json.dump(dict(manifest, settings=dict(manifest["settings"], num_samples=3)), open(other / "benchmark.json", "w"))
@@ -168,3 +182,5 @@ def test_tuned_benchmark_searches_seeds_tabulates_and_resumes(local_ray, make_mm
     assert {m: os.path.getmtime(os.path.join(result["searches"][m]["output_dir"], "best.json"))
             for m in searched} == searched
     assert json.load(open(os.path.join(folder, "benchmark.json")))["status"] == "done"
+    resumed = json.loads((tmp_path / "out" / "tuned.json").read_text())  # the rerun's per-user metrics are paired
+    assert resumed["significance"]["models"][compared]["vs_best"] in ("tied", "different")

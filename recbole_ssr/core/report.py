@@ -154,7 +154,8 @@ def files_to_table_main(prog, description, files_help, action, argv=None):
 
     parser = one_line_parser(prog=prog, description=description, allow_abbrev=False)
     parser.add_argument("files", nargs="+", help=files_help)
-    parser.add_argument("--results", default=None, help="where to write the JSON (and the CSV beside it)")
+    parser.add_argument("--results", default=None,
+                        help="where to write the JSON (and the CSV, the LaTeX table and the per-user sidecar beside it)")
     parser.add_argument("--overwrite", action="store_true",
                         help="allow --results to replace a file that is not this command's own earlier output")
     try:

@@ -44,11 +44,12 @@ def column_ranks(values):
 
 
 def latex_table(rows, metrics, n_seeds, significance=None, dataset=None, label="tab:bench", decimals=4,
-                with_std=True):
+                with_std=True, note=None):
     """The ``bench.tex`` text of summary ``rows`` (``model``, ``runs_ok``, ``<metric>_mean``, ``<metric>_std``).
 
     ``n_seeds``: the seeds each model was run with (the caption says how many); ``significance``: the result of
-    :func:`recbole_ssr.experiments.significance.compare_to_best` for these models (None: no markers).
+    :func:`recbole_ssr.experiments.significance.compare_to_best` for these models (None: no markers); ``note``: a
+    sentence for the caption (plain text, escaped here), e.g. how the models were tuned.
     """
     markers, legend = {}, ""
     if significance is not None:
@@ -65,7 +66,7 @@ def latex_table(rows, metrics, n_seeds, significance=None, dataset=None, label="
     cells = {metric: [printed(row, metric) for row in rows] for metric in metrics}
     ranks = {metric: column_ranks([None if c is None else float(c) for c in cells[metric]]) for metric in metrics}
     lines = [r"\begin{table}[t]", r"\centering",
-             r"\caption{" + _caption(dataset, n_seeds, legend) + "}", r"\label{" + escape(label) + "}",
+             r"\caption{" + _caption(dataset, n_seeds, legend, note) + "}", r"\label{" + escape(label) + "}",
              r"\begin{tabular}{l" + "c" * len(metrics) + "}", r"\toprule",
              " & ".join(["Model"] + [escape(metric_header(m)) for m in metrics]) + r" \\", r"\midrule"]
     for index, row in enumerate(rows):
@@ -91,11 +92,11 @@ def _cell(text, rank, std, decimals):
     return text
 
 
-def _caption(dataset, n_seeds, legend):
+def _caption(dataset, n_seeds, legend, note=None):
     on = f" on {escape(dataset)}" if dataset else ""
     seeds = f"{n_seeds} seed" + ("s" if n_seeds != 1 else "")
     text = (f"Test metrics{on} at the best-validation epoch: mean $\\pm$ standard deviation over {seeds}. "
-            "Best per column in bold, second underlined.")
+            + (escape(note) + " " if note else "") + "Best per column in bold, second underlined.")
     return text + (" " + legend if legend else "")
 
 

@@ -3,6 +3,7 @@
 import os
 import resource
 import sys
+import uuid
 from logging import getLogger
 
 from recbole.utils import get_local_time
@@ -10,6 +11,7 @@ from recbole.utils import get_local_time
 from recbole_ssr.core.report import plain
 from recbole_ssr.core.safe_io import (check_may_replace, check_results_name, check_writable_file, stamped,
                                       write_json_or_rescue)
+from recbole_ssr.training import per_user
 from recbole_ssr.training.build import build
 
 
@@ -49,6 +51,20 @@ def _group_metrics(trainer, test_data, train_dataset, logger):
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def _per_user_metrics(trainer, test_data, logger):
+    """``(entry, error)``: each evaluated user's test metrics with the model's current (best-valid) weights
+    (:mod:`recbole_ssr.training.per_user`); entry None for a trainer or loader without them (RecBole's own special
+    trainers, sampled evaluation) or when computing them failed (error says why; the finished run is kept)."""
+    if not hasattr(trainer, "evaluate_per_user"):
+        return None, f"{type(trainer).__name__} does not compute per-user metrics"
+    try:
+        entry = trainer.evaluate_per_user(test_data)
+    except Exception as exc:  # noqa: BLE001 - significance data only
+        logger.warning(f"per-user test metrics failed: {type(exc).__name__}: {exc}")
+        return None, f"{type(exc).__name__}: {exc}"
+    return entry, None if entry is not None else "no full-ranking top-k metric (sampled evaluation?)"
+
+
 def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, results=None,
         callback_fn=None, on_ready=None, overwrite=False):
     """Train ``model`` on ``dataset`` to early stopping, evaluate the best-valid checkpoint on the test set.
@@ -57,7 +73,12 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     groups, best_epoch, epochs_run, seconds_per_epoch, valid_history, model_summary, n_params, peak_rss_mb,
     config, checkpoint}`` (``checkpoint``: the best-valid weights' file, None with ``saved=False``); ``groups`` holds the test metrics per user training-degree bucket and for cold-start items
     (:mod:`recbole_ssr.training.evaluation`); ``valid_history`` the learning curve; ``model_summary`` what the model's
-    optional ``results_summary()`` reports about its best-valid weights (SSR: its band-mixing matrices).
+    optional ``results_summary()`` reports about its best-valid weights (SSR: its band-mixing matrices); ``run_id``
+    a random id of this run.
+    Per-user test metrics (for the significance tests, docs/significance.md) are computed from the best-valid weights
+    when the configuration key ``per_user_metrics`` is true — then the outcome carries them as ``per_user``
+    (:mod:`recbole_ssr.training.per_user`; side-by-side and tuned-benchmark runs set it) — and with ``results``, which
+    writes them to the sidecar ``<stem>.users.json.gz`` beside the JSON (never into the JSON itself).
     ``callback_fn(epoch, valid_score, valid_result)`` is called after every evaluation;
     ``on_ready(model, trainer, (train_data, valid_data, test_data))`` once before training (the analyses use it
     to inspect the model; after ``run`` returns, the model holds the best-valid weights).
@@ -72,6 +93,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         if model is not None and dataset is not None:
             check_may_replace(results, "run", [getattr(model, "__name__", model)], dataset, overwrite=overwrite,
                               inputs={path: "a config file (--config_files)" for path in config_file_list or []})
+        per_user.check_may_replace_sidecar(per_user.sidecar_path(results), overwrite)
     started_from = code_version()  # the code this run loaded (the checkout may move on while it trains)
     built = build(model, dataset, config_file_list, config_dict)
     config, model_obj, trainer = built.config, built.model, built.trainer
@@ -84,6 +106,8 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         train_data, valid_data, saved=saved, show_progress=show, callback_fn=callback_fn)
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show)
     groups = _group_metrics(trainer, test_data, train_data.dataset, logger)
+    users, users_error = (_per_user_metrics(trainer, test_data, logger) if config["per_user_metrics"] or results
+                          else (None, None))
     if getattr(trainer, "tensorboard", None) is not None:
         trainer.tensorboard.close()  # else its writer thread keeps logging into this run's folder
     outcome = {
@@ -105,13 +129,21 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         "config": config_snapshot(config),
         # the best-valid weights (for evaluating them again, e.g. recbole_ssr/experiments/eval_band_scale.py)
         "checkpoint": os.path.abspath(trainer.saved_model_file) if saved else None,
+        "run_id": uuid.uuid4().hex,  # pairs the run with its per-user metrics in a sidecar file
     }
+    if users_error:
+        outcome["per_user_error"] = users_error
     logger.info(f"best valid: {outcome['best_valid_result']}")
     logger.info(f"test result: {outcome['test_result']}")
     if results:
         test = ", ".join(f"{k}={v:.4f}" for k, v in outcome["test_result"].items() if isinstance(v, (int, float)))
         write_json_or_rescue(results, stamped(outcome, "run", [outcome["model"]], outcome["dataset"]),
                              summary=f"Test: {test}." + (f" Checkpoint: {outcome['checkpoint']}." if saved else ""))
+        # replaced with the results it belongs to (a run without per-user metrics leaves an empty one)
+        per_user.write_sidecar(per_user.sidecar_path(results), [] if users is None else [per_user.run_record(
+            outcome["model"], config["seed"], outcome["dataset"], users, outcome["run_id"])])
+    if config["per_user_metrics"]:
+        outcome["per_user"] = users
     return outcome
 
 

@@ -6,10 +6,13 @@ Every (model, seed) run happens in a fresh process (``spawn``): runs cannot leak
 contained and reported as *failed* while the others go on, and peak memory is measured per run. Seeds are
 ``seed, seed+1, ...`` (``seed`` from the configuration, default 999). The split is the dataset's (fixed under the
 mmrec protocol; under the recbole protocol RecBole draws it from the seed). Outputs: a markdown table on stdout,
-``<results>.json`` (every run and the summary) and ``<results>.csv`` (the summary, one row per model); while the
-batch runs, every finished run is appended to ``<results>.runs.jsonl``. Runs made separately (one ``--results``
-file per seed, or an interrupted batch's ``.runs.jsonl``) are merged into the same table and files with
-``python -m recbole_ssr.experiments.side_by_side FILE... --results=OUT.json``.
+``<results>.json`` (every run and the summary), ``<results>.csv`` (the summary, one row per model) and
+``<results>.tex`` (the table for a paper); while the batch runs, every finished run is appended to
+``<results>.runs.jsonl`` and its per-user test metrics are added to ``<results>.users.json.gz``. Every model is
+tested against the best one (:mod:`recbole_ssr.experiments.tables`, docs/significance.md). Runs made separately
+(one ``--results`` file per seed, or an interrupted batch's ``.runs.jsonl``) are merged into the same table and
+files, tested the same way from the sidecars beside them, with
+``python -m recbole_ssr.benchmark FILE... --results=OUT.json``.
 Standard deviations are sample standard deviations (ddof = 1; 0 for one seed).
 
 A batch is **resumable**: ``<results>.runs.jsonl`` is only ever appended to, and running the same command again
@@ -32,6 +35,8 @@ from recbole_ssr.core.safe_io import (append_jsonl, check_appendable_log, check_
                                  rescued, stamped, write_json)
 from recbole_ssr.config.search_space import inline_config_files
 from recbole_ssr.config.validation import check_output_locations
+from recbole_ssr.experiments import tables
+from recbole_ssr.training.per_user import sidecar_path
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 KIND = "side-by-side"
@@ -42,7 +47,7 @@ TABLE_HEADER = "model,runs_ok,runs_failed"
 RUN_LOCAL_KEYS = frozenset({
     "data_path", "dataset_dir", "load_col", "USER_ID_FIELD", "ITEM_ID_FIELD", "RATING_FIELD", "TIME_FIELD",
     "benchmark_filename", "checkpoint_dir", "cache_dir", "gpu_id", "device", "show_progress", "state",
-    "progress_interval", "worker", "log_wandb", "wandb_project",
+    "progress_interval", "worker", "log_wandb", "wandb_project", "per_user_metrics",
 })
 
 
@@ -65,8 +70,9 @@ def summarise(runs, models):
     return rows
 
 
-def results_table(rows, seeds):
-    """The side-by-side table (markdown) of the summary rows."""
+def results_table(rows, seeds, significance=None):
+    """The side-by-side table (markdown) of the summary rows; with the ``significance`` result
+    (:func:`recbole_ssr.experiments.tables.significance_against_best`) each model's marker and the legend below."""
     header = ("| model | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | best epoch | s/epoch | params | peak MB |\n"
               "|---|---|---|---|---|---|---|---|---|")
     lines = [header]
@@ -76,10 +82,11 @@ def results_table(rows, seeds):
             continue
         cells = [f"{row[f'{m}_mean']:.4f} ± {row[f'{m}_std']:.4f}" for m in METRICS]
         note = f" ({row['runs_failed']} of {seeds} seeds failed)" if row["runs_failed"] else ""
-        lines.append(f"| {row['model']}{note} | " + " | ".join(cells)
+        lines.append(f"| {row['model']}{tables.marker(significance, row['model'])}{note} | " + " | ".join(cells)
                      + f" | {row['best_epoch_mean']:.1f} | {row['seconds_per_epoch_mean']:.2f} | {row['n_params']:,}"
                      + f" | {row['peak_rss_mb_max']:.0f} |")
-    return "\n".join(lines)
+    legend = tables.legend(significance)
+    return "\n".join(lines) + (f"\n\n{legend}" if legend else "")
 
 
 def results_stem(results_path):
@@ -118,13 +125,15 @@ def reusable_runs(progress_path, wanted):
 
 def check_results_target(results_path, models, dataset, overwrite=False, inputs=None):
     """Everything a side-by-side batch writes, checked before it trains: ``<stem>.json`` (a .json name, writable, not
-    a file of another kind/model set/dataset unless ``overwrite``), ``<stem>.csv`` and the runs log."""
+    a file of another kind/model set/dataset unless ``overwrite``), ``<stem>.csv``, the runs log, ``<stem>.tex`` and
+    the per-user sidecar."""
     check_results_name(results_path)
     check_writable_file(results_path, "--results")
     check_may_replace(results_path, KIND, models, dataset, overwrite=overwrite, inputs=inputs)
     stem = results_stem(results_path)
     check_may_replace_table(f"{stem}.csv", TABLE_HEADER, "--results table", overwrite)
     check_appendable_log(f"{stem}.runs.jsonl", "the runs log")
+    tables.check_companions(results_path, overwrite)
 
 
 def run_side_by_side(models, dataset, spec, overrides):
@@ -138,6 +147,7 @@ def run_side_by_side(models, dataset, spec, overrides):
 
 
 def _side_by_side(models, dataset, seeds, config_files, overrides, results_path, ray_runs, overwrite):
+    overrides.setdefault("per_user_metrics", True)  # for the significance tests of the table
     if len(set(models)) != len(models):
         twice = sorted({m for m in models if models.count(m) > 1})
         raise ConfigError(f"--model names {', '.join(twice)} more than once; name each model once.")
@@ -178,11 +188,13 @@ def _side_by_side(models, dataset, seeds, config_files, overrides, results_path,
         finished = []
 
         def keep(_, outcome):  # appended at once: kept if the batch is interrupted
+            users = outcome.pop("per_user", None)  # to the sidecar, never into the log
             try:
                 append_jsonl(progress_path, outcome)
             except OSError as exc:  # a full disk: this run's outcome goes to the temporary folder, the batch stops
                 raise rescued(outcome, progress_path, exc, "the runs log",
                               f"{len(reused) + sum(finished)} earlier finished run(s) are in the log.") from None
+            tables.keep_per_user(progress_path, outcome, users, say, overwrite)
             finished.append(outcome["status"] == "ok")
 
         try:
@@ -197,7 +209,7 @@ def _side_by_side(models, dataset, seeds, config_files, overrides, results_path,
         seed_list = [base_seed + i for i in range(seeds)]
         print(f"\n{dataset}, {seeds} seed(s) from {base_seed}: test metrics at the best-valid epoch, mean ± std\n")
         try:
-            rows = write_outputs(dataset, models, seed_list, runs, results_path)
+            rows = write_outputs(dataset, models, seed_list, runs, results_path, overwrite=overwrite)
         except OSError as exc:  # a full disk: the table is lost, never the runs
             raise RecboleSSRError(
                 f"writing {exc.filename or results_path} failed ({exc.strerror or exc}); every finished run is kept in "
@@ -210,22 +222,32 @@ def default_results_path(dataset):
     return os.path.join("saved", "benchmarks", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}.json")
 
 
-def write_outputs(dataset, models, seeds, runs, results_path=None):
-    """Summarise ``runs``, print the table, write ``<results>.json`` and ``<results>.csv``; returns the rows."""
-    rows = summarise(runs, models)
-    table = results_table(rows, len(seeds))
-    print(table)
+def write_outputs(dataset, models, seeds, runs, results_path=None, sources=None, overwrite=False):
+    """Summarise ``runs``, test every model against the best one, print the table, write ``<results>.json``,
+    ``<results>.csv``, ``<results>.tex`` and the per-user sidecar; returns the rows. The runs' per-user metrics are
+    read from the sidecars beside ``sources`` (the files the runs came from; default: ``results_path``)."""
     results_path = results_path or default_results_path(dataset)
+    say = lambda text: print(f"[significance] {text}", flush=True)  # noqa: E731
+    rows = summarise(runs, models)
+    result, records, why = tables.significance_against_best(
+        runs, models, [sidecar_path(p) for p in (sources or [results_path])], say)
+    tables.add_columns(rows, result)
+    table = results_table(rows, len(seeds), result)
+    print(table)
     stem = results_stem(results_path)
     write_json(f"{stem}.json", stamped({"dataset": dataset, "models": models, "seeds": list(seeds),
-                                        "summary": rows, "runs": runs, "table": table}, KIND, models, dataset))
+                                        "summary": rows, "significance": tables.json_field(result, why),
+                                        "runs": runs, "table": table}, KIND, models, dataset))
     write_csv(f"{stem}.csv", rows)
-    print(f"\nwritten: {stem}.json, {stem}.csv")
+    written = tables.write_companions(results_path, rows, result, records, METRICS, len(seeds), dataset,
+                                      overwrite=overwrite)
+    print(f"\nwritten: {', '.join([f'{stem}.json', f'{stem}.csv'] + written)}")
     return rows
 
 
 def merge(paths, results_path=None, overwrite=False):
-    """The side-by-side table over runs that were made separately (e.g. one ``--results`` file per seed)."""
+    """The side-by-side table over runs that were made separately (e.g. one ``--results`` file per seed), tested for
+    significance from the per-user sidecars beside ``paths``."""
 
     runs = load_runs(paths)
     if not runs:
@@ -240,10 +262,11 @@ def merge(paths, results_path=None, overwrite=False):
         check_may_replace(results_path, KIND, models, datasets[0], overwrite=overwrite,
                           inputs={path: "an input file of the merge" for path in paths})
         check_may_replace_table(f"{results_stem(results_path)}.csv", TABLE_HEADER, "--results table", overwrite)
+        tables.check_companions(results_path, overwrite)
     seeds = sorted({r["seed"] for r in runs if r.get("seed") is not None})
     print(f"\n{datasets[0]}, {len(runs)} run(s) from {len(paths)} file(s), seeds {seeds}: test metrics at the "
           "best-valid epoch, mean ± std\n")
-    return write_outputs(datasets[0], models, seeds, runs, results_path)
+    return write_outputs(datasets[0], models, seeds, runs, results_path, sources=paths, overwrite=overwrite)
 
 
 def main(argv=None):

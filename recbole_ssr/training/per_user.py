@@ -26,7 +26,13 @@ every K of ``topk``.
 ``bench.runs.jsonl`` -> ``bench.users.json.gz``): gzip-compressed JSON, written atomically::
 
     {"format": "recbole_ssr.per_user", "version": 1,
-     "runs": [{"model": "SSR", "seed": 999, "dataset": "tiktok", "users": [...], "metrics": {...}}, ...]}
+     "runs": [{"model": "SSR", "seed": 999, "dataset": "tiktok", "run_id": "3f2a...", "users": [...],
+               "metrics": {...}}, ...]}
+
+``run_id`` is the run's own ``run_id`` in its results (a random id every run gets): a record pairs with the run of
+the same id only (:func:`entries_for_runs`), so a sidecar that keeps records of several runs of one model and seed
+(a batch run again with another configuration) never hands one run's users to another. Records are only added, as
+the runs log is only appended to.
 
 JSON floats are written in Python's shortest round-trip form, so the values read back are bit-identical.
 
@@ -40,7 +46,7 @@ import os
 
 import numpy as np
 
-from recbole_ssr.core.errors import RecboleSSRError
+from recbole_ssr.core.errors import ConfigError, RecboleSSRError
 from recbole_ssr.core.safe_io import atomic_write, finite_json
 
 FORMAT = "recbole_ssr.per_user"
@@ -92,10 +98,13 @@ def sidecar_path(results_path):
     return stem + SUFFIX
 
 
-def run_record(model, seed, dataset, entry):
+def run_record(model, seed, dataset, entry, run_id=None):
     """One run's record in a sidecar: its identity (as in its results) and its per-user entry."""
-    return {"model": str(model), "seed": None if seed is None else int(seed), "dataset": str(dataset),
-            "users": list(entry["users"]), "metrics": {m: list(v) for m, v in entry["metrics"].items()}}
+    record = {"model": str(model), "seed": None if seed is None else int(seed), "dataset": str(dataset)}
+    if run_id is not None:
+        record["run_id"] = str(run_id)
+    record.update(users=list(entry["users"]), metrics={m: list(v) for m, v in entry["metrics"].items()})
+    return record
 
 
 def write_sidecar(path, records):
@@ -108,17 +117,25 @@ def write_sidecar(path, records):
             zipped.write(payload)
 
 
-def add_to_sidecar(path, records):
-    """Add ``records`` to the sidecar ``path`` (created if absent); a record of the same (model, seed, dataset)
-    is replaced. The whole file is rewritten atomically, so a run kept as soon as it finishes is never torn."""
+def add_to_sidecar(path, records, replace_unreadable=False):
+    """Add ``records`` to the sidecar ``path`` (created if absent); a record of the same (model, seed, dataset,
+    run_id) is replaced. The whole file is rewritten atomically, so a run kept as soon as it finishes is never torn.
+    A file there that is not a readable sidecar is an error, or with ``replace_unreadable`` (``--overwrite``)
+    replaced."""
     records = list(records)
     new_keys = {_key(r) for r in records}
-    kept = [r for r in read_sidecar(path) if _key(r) not in new_keys] if os.path.isfile(path) else []
+    kept = []
+    if os.path.lexists(path):
+        try:
+            kept = [r for r in read_sidecar(path) if _key(r) not in new_keys]
+        except RecboleSSRError:
+            if not replace_unreadable:
+                raise
     write_sidecar(path, kept + records)
 
 
 def _key(record):
-    return record["model"], record["seed"], record["dataset"]
+    return record["model"], record["seed"], record["dataset"], record.get("run_id")
 
 
 def read_sidecar(path):
@@ -148,6 +165,44 @@ def _check_record(path, index, record):
     if lengths:
         raise RecboleSSRError(f"{path}: run {index} ({record['model']}, seed {record['seed']}) has "
                               f"{len(record['users'])} users but {lengths} values; the file is damaged.")
+
+
+def check_may_replace_sidecar(path, overwrite=False):
+    """The sidecar ``path`` may be written: absent, a per-user metrics file of this project, or ``overwrite``.
+    Checked before anything is trained."""
+    if not os.path.lexists(path) or overwrite:
+        return
+    try:
+        read_sidecar(path)
+    except RecboleSSRError as exc:
+        raise ConfigError(f"{exc} It would be replaced, so nothing was run: choose another --results name, or pass "
+                          "--overwrite to replace it.") from None
+
+
+def entries_for_runs(runs, paths):
+    """The per-user entries of the successful ``runs`` (results records), from the sidecar files ``paths`` (absent
+    ones skipped). Returns ``({(model, seed): entry}, [the matched records])``.
+
+    A run with a ``run_id`` pairs only with the record of that id; a run without one (made before runs had ids)
+    with a record without one. A record's dataset must be the run's. The first match wins.
+    """
+    records = []
+    for path in dict.fromkeys(paths):
+        if os.path.isfile(path):
+            records += read_sidecar(path)
+    by_run = {}
+    for record in records:
+        by_run.setdefault((record["model"], record["seed"], record.get("run_id")), []).append(record)
+    entries, matched = {}, []
+    for run in runs:
+        if run.get("status", "ok") != "ok" or (run["model"], run.get("seed")) in entries:
+            continue
+        for record in by_run.get((run["model"], run.get("seed"), run.get("run_id")), []):
+            if run.get("dataset") is None or record["dataset"] == str(run["dataset"]):
+                entries[(run["model"], run.get("seed"))] = {"users": record["users"], "metrics": record["metrics"]}
+                matched.append(record)
+                break
+    return entries, matched
 
 
 def load_sidecars(results_paths):

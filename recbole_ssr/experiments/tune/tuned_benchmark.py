@@ -14,9 +14,11 @@
    (they share the CPUs with the next search).
 3. **Outputs** in the benchmark folder ``<output>/benchmark-<dataset>-<stamp>/``: ``benchmark.json`` (state, used
    by ``--resume``), ``searches/`` (every search folder), ``<Model>.best.yaml``, ``runs.jsonl`` (seeded runs as
-   they finish), and the table — test metrics mean ± std at the best-valid epoch, plus per model the chosen
-   configuration, trials run, trials ASHA stopped, failures and CPU-hours — as ``--results`` JSON + CSV
-   (default ``results.json`` in the folder) and markdown on stdout.
+   they finish; their per-user test metrics in ``runs.users.json.gz``), and the table — test metrics mean ± std at
+   the best-valid epoch with every model's significance against the best one (docs/significance.md), plus per
+   model the chosen configuration, trials run, trials ASHA stopped, failures and CPU-hours — as ``--results`` JSON
+   + CSV + LaTeX (default ``results.json`` in the folder; :mod:`recbole_ssr.experiments.tables`) and markdown on
+   stdout.
 
 ``--resume`` continues the latest unfinished benchmark of the same models and dataset (or ``--resume=FOLDER``):
 finished searches and finished seeded runs are kept, an interrupted search resumes (``--tune ... --resume``), the rest
@@ -34,7 +36,8 @@ import threading
 
 import yaml
 
-from recbole_ssr.experiments.side_by_side import TABLE_HEADER, results_stem, results_table, summarise
+from recbole_ssr.experiments import tables
+from recbole_ssr.experiments.side_by_side import METRICS, TABLE_HEADER, results_stem, results_table, summarise
 from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.core.paths import properties_dir
 from recbole_ssr.core.report import files_to_table_main, read_json, resumable_folder, write_csv
@@ -46,6 +49,7 @@ from recbole_ssr.core.spec import ExperimentSpec
 from recbole_ssr.experiments.tune.driver import run_search
 from recbole_ssr.model.registry import get_model
 from recbole_ssr.config.validation import check_search_space
+from recbole_ssr.training.per_user import sidecar_path
 
 KIND = "tuned benchmark"
 MANIFEST = "benchmark.json"
@@ -175,6 +179,7 @@ def _seeded_specs(manifest, model, summary):
     with open(summary["best_config"], "r", encoding="utf-8") as f:
         best = yaml.load(f.read(), Loader=yaml_loader()) or {}
     best.pop("seed", None)
+    best.setdefault("per_user_metrics", True)  # for the significance tests of the table
     return [RunSpec(model, manifest["dataset"], seed, dict(best, seed=seed)) for seed in manifest["seeds"]]
 
 
@@ -185,6 +190,7 @@ def run_tuned_benchmark(models, dataset, spec, overrides):
     if "epochs" not in overrides and not spec.resume:
         overrides["epochs"] = DEFAULT_EPOCH_CAP
         _say(f"epoch cap {DEFAULT_EPOCH_CAP} for every model (--epochs=N sets another)")
+    check_results_target(spec.results, models, dataset, spec.overwrite)
     folder, manifest = _open(models, dataset, spec, overrides)
     runs_path = os.path.join(folder, RUNS)
     done = {}
@@ -198,7 +204,9 @@ def run_tuned_benchmark(models, dataset, spec, overrides):
 
     def keep(outcome):
         with lock:
+            users = outcome.pop("per_user", None)  # to the sidecar, never into the log
             append_jsonl(runs_path, outcome)
+            tables.keep_per_user(runs_path, outcome, users, _say, spec.overwrite)
 
     summaries = {}
     with ray_session(spec.address, spec.num_cpus):
@@ -213,7 +221,7 @@ def run_tuned_benchmark(models, dataset, spec, overrides):
     runs = list(done.values()) + fresh
     order = {(m, s): i for i, (m, s) in enumerate((m, s) for m in models for s in manifest["seeds"])}
     runs.sort(key=lambda r: order.get((r["model"], int(r["seed"])), len(order)))
-    rows = _write_outputs(folder, manifest, summaries, runs, spec.results)
+    rows = _write_outputs(folder, manifest, summaries, runs, spec.results, [runs_path], spec.overwrite)
     if all(r.get("status") == "ok" for r in runs) and len(runs) == len(order):
         manifest["status"] = "done"
     else:
@@ -255,9 +263,13 @@ class _Collector:
         return self.outcomes
 
 
-def _write_outputs(folder, manifest, summaries, runs, results_path):
+def _write_outputs(folder, manifest, summaries, runs, results_path, sources, overwrite=False):
+    """The table: ``runs`` summarised and tested for significance (their per-user metrics from the sidecars beside
+    the runs logs ``sources``), printed and written as JSON, CSV and LaTeX with the per-user sidecar."""
     models, seeds = manifest["models"], manifest["seeds"]
     rows = summarise(runs, models)
+    result, records, why = tables.significance_against_best(runs, models, [sidecar_path(p) for p in sources], _say)
+    tables.add_columns(rows, result)
     cpus_trial = manifest["settings"].get("cpus_per_trial", 1)
     cpus_run = manifest["ray_runs"]["cpus_per_run"]
     searches = {}
@@ -272,7 +284,7 @@ def _write_outputs(folder, manifest, summaries, runs, results_path):
                    search_cpu_hours=round(search_hours, 3), seeded_cpu_hours=round(seeded_hours, 3),
                    cpu_hours=round(search_hours + seeded_hours, 3))
         searches[row["model"]] = dict(summary, cpu_hours=row["cpu_hours"])
-    table = results_table(rows, len(seeds)) + "\n\n" + configuration_table(rows, manifest)
+    table = results_table(rows, len(seeds), result) + "\n\n" + configuration_table(rows, manifest)
     print(f"\n{manifest['dataset']}: each model searched with {manifest['settings']['num_samples']} trials "
           f"({manifest['settings']['search_alg']}, {manifest['settings']['scheduler']}), best configuration run "
           f"with seeds {seeds}; test metrics at the best-valid epoch, mean ± std\n")
@@ -281,10 +293,18 @@ def _write_outputs(folder, manifest, summaries, runs, results_path):
     stem = results_stem(results_path)
     write_json(f"{stem}.json", stamped({"dataset": manifest["dataset"], "models": models, "seeds": seeds,
                                          "settings": manifest["settings"], "overrides": manifest["overrides"],
-                                         "benchmark_dir": folder, "summary": rows, "searches": searches,
+                                         "benchmark_dir": folder, "summary": rows,
+                                         "significance": tables.json_field(result, why), "searches": searches,
                                          "runs": runs, "table": table}, KIND, models, manifest["dataset"]))
     write_csv(f"{stem}.csv", rows)
-    print(f"\nwritten: {stem}.json, {stem}.csv; best configurations: {folder}/<Model>.best.yaml")
+    settings = manifest["settings"]
+    note = (f"Each model's configuration is the best of {settings['num_samples']} trials by validation "
+            f"{tables.selection_metric(runs)} ({settings.get('search_alg', 'random')} search, "
+            f"{settings.get('scheduler', 'asha')} scheduler).")
+    written = tables.write_companions(results_path, rows, result, records, METRICS, len(seeds), manifest["dataset"],
+                                      note=note, overwrite=overwrite)
+    print(f"\nwritten: {', '.join([f'{stem}.json', f'{stem}.csv'] + written)}; best configurations: "
+          f"{folder}/<Model>.best.yaml")
     return rows
 
 
@@ -300,13 +320,15 @@ def configuration_table(rows, manifest):
 
 
 def check_results_target(results_path, models, dataset, overwrite=False):
-    """The ``--results`` of a tuned benchmark (and its .csv), checked before anything runs."""
+    """The ``--results`` of a tuned benchmark (and its .csv, .tex and per-user sidecar), checked before anything
+    runs."""
     if results_path is None:
         return
     check_results_name(results_path)
     check_writable_file(results_path, "--results")
     check_may_replace(results_path, KIND, models, dataset, overwrite=overwrite)
     check_may_replace_table(f"{results_stem(results_path)}.csv", TABLE_HEADER, "--results table", overwrite)
+    tables.check_companions(results_path, overwrite)
 
 
 def report_folders(folders, results_path=None, overwrite=False):
@@ -325,7 +347,7 @@ def report_folders(folders, results_path=None, overwrite=False):
             if manifest[key] != first[key]:
                 raise ConfigError(f"{folder}: its {key} ({manifest[key]!r}) differs from {manifests[0][0]}'s "
                                   f"({first[key]!r}); benchmarks run differently cannot share one table.")
-    summaries, runs, models, pending = {}, [], [], []
+    summaries, runs, models, pending, logs = {}, [], [], [], []
     for folder, manifest in manifests:
         for model in manifest["models"]:
             state = manifest["searches"].get(model, {})
@@ -336,6 +358,7 @@ def report_folders(folders, results_path=None, overwrite=False):
             summaries[model] = read_json(state["best_json"])
             models.append(model)
         if os.path.isfile(os.path.join(folder, RUNS)):
+            logs.append(os.path.join(folder, RUNS))
             found = read_jsonl(os.path.join(folder, RUNS))[0]
             runs += [r for r in found if isinstance(r, dict) and r.get("status") == "ok" and r["model"] in summaries]
     if not models:
@@ -344,7 +367,7 @@ def report_folders(folders, results_path=None, overwrite=False):
         _say(f"not in the table (search not finished): {', '.join(dict.fromkeys(pending))}")
     check_results_target(results_path, models, first["dataset"], overwrite)
     manifest = dict(first, models=models)
-    return _write_outputs(manifests[0][0], manifest, summaries, runs, results_path)
+    return _write_outputs(manifests[0][0], manifest, summaries, runs, results_path, logs, overwrite)
 
 
 def main(argv=None):
