@@ -224,6 +224,10 @@ def main(argv=None):
             spec.model = spec.model or ",".join(dict.fromkeys(r.get("model_source") or r["model"] for r in found))
             spec.dataset = spec.dataset or found[0].get("dataset")
         models = [m.strip() for m in (spec.model or DEFAULT_MODEL).split(",") if m.strip()]
+        if any(":" in m for m in models):  # your own models: their keys on the command line reach every run
+            from recbole_ssr.config.validation import declare_model_keys
+
+            overrides = declare_model_keys(models, overrides)
         dataset = spec.dataset or DEFAULT_DATASET
         if spec.results:
             check_results_target(spec, models, dataset)

@@ -27,7 +27,7 @@ from functools import lru_cache
 from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.core.paths import properties_dir
 from recbole_ssr.core.safe_io import check_writable_folder
-from recbole_ssr.model.registry import beside_model
+from recbole_ssr.model.registry import beside_model, get_model, is_model_spec, resolved_spec_classes
 
 EXTRA_KEYS = "extra_keys"
 
@@ -110,6 +110,19 @@ def model_keys(model_class):
     return frozenset(_yaml_keys(path)) if path and os.path.isfile(path) else frozenset()
 
 
+def declare_model_keys(models, overrides):
+    """``overrides`` of a command that runs several ``models`` (names or specs): a key of your own model's
+    ``Class.yaml`` set on the command line is declared (``extra_keys``) for every run, so the other models accept it
+    as every model accepts a shipped model's keys (resolves the models' classes)."""
+    own = frozenset().union(*(model_keys(get_model(m)) for m in models if is_model_spec(m)))
+    declared = [k for k in overrides if k in own and k not in known_keys()]
+    if len(models) < 2 or not declared:
+        return overrides
+    extra = overrides.get(EXTRA_KEYS) or []
+    extra = [extra] if isinstance(extra, str) else list(extra)
+    return dict(overrides, **{EXTRA_KEYS: extra + [k for k in declared if k not in extra]})
+
+
 def closest_key(key, also=()):
     match = difflib.get_close_matches(key, known_keys() | frozenset(also), n=1, cutoff=0.6)
     return match[0] if match else None
@@ -128,7 +141,7 @@ def check_known_keys(given, sources, model_class=None):
     for key in given:
         if key in allowed:
             continue
-        guess = closest_key(key, own)
+        guess = closest_key(key, own.union(*(model_keys(c) for c in resolved_spec_classes())))
         hint = f"did you mean '{guess}'? " if guess else ""
         raise ConfigError(
             f"unknown configuration key '{key}' (from {sources.get(key, 'the configuration')}); {hint}"

@@ -89,7 +89,8 @@ def is_plugin_model(model_class):
 # ---------------------------------------------------------------------------------------------------------------
 #: prefix of the module names under which model files are imported (:func:`file_module_name`)
 FILE_MODULE_PREFIX = "recbole_ssr_model_file_"
-#: the source files of the classes resolved from specs in this process (:func:`raised_in_model_code`)
+#: the classes resolved from specs in this process, and their source files (:func:`raised_in_model_code`)
+_SPEC_CLASSES = {}
 _SPEC_FILES = set()
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -161,7 +162,7 @@ def _spec_class(spec):
     where, class_name, is_file = split_spec(spec)
     module = _import_file(where, spec) if is_file else _import_module(where, spec)
     candidate = getattr(module, class_name, None)
-    what = f"model file {module.__file__}" if is_file else f"module {where} ({module.__file__})"
+    what = f"model file {module.__file__}" if is_file else f"module {where}"
     if candidate is None:
         classes = sorted(name for name, obj in vars(module).items()
                          if isinstance(obj, type) and obj.__module__ == module.__name__)
@@ -172,7 +173,13 @@ def _spec_class(spec):
     source = sys.modules.get(candidate.__module__)
     if getattr(source, "__file__", None):
         _SPEC_FILES.add(os.path.abspath(source.__file__))
+    _SPEC_CLASSES[spec] = candidate
     return candidate
+
+
+def resolved_spec_classes():
+    """The classes of your own models resolved in this process so far (``file.py:Class``, ``package.module:Class``)."""
+    return list(_SPEC_CLASSES.values())
 
 
 def check_recommender(candidate, what):
