@@ -228,22 +228,29 @@ def test_package_module_form_and_checkpoints_that_load_in_a_fresh_process(make_m
     assert result["config"]["fusion_weight"] == 0.25 and result["config"]["embedding_size"] == 8  # yaml beside it
     assert registry.get_model("mymodels.fusion:MeanFusion").__module__ == "mymodels.fusion"
 
-    # a file model's checkpoint (its pickled configuration) loads in a process that never resolved the model
+    # a model file's checkpoint loads in a fresh process that never resolved the model (load_data_and_model), and
+    # with the file gone, building the model names the missing file
     for file in ("mean_fusion.py", "MeanFusion.yaml"):
         shutil.copy(os.path.join(EXAMPLES, file), tmp_path / file)
     assert main([f"--model={tmp_path / 'mean_fusion.py'}:MeanFusion", f"--dataset={name}", f"--data_path={root}",
                  *QUICK_ARGS, "--results=f.json"]) == 0
     checkpoint = json.loads((tmp_path / "f.json").read_text())["checkpoint"]
-    script = ("import sys, torch, recbole_ssr; state = torch.load(sys.argv[1], weights_only=False); "
-              "c = state['config']; print(c['model'], c.model_class.__module__, c.model_class.__name__)")
+    script = ("import sys; from recbole_ssr import load_data_and_model; "
+              "config, model, *_ = load_data_and_model(sys.argv[1]); "
+              "print(config['model'], type(model).__module__, type(model).__name__, model.fusion_weight)")
     import subprocess
 
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    out = subprocess.run([sys.executable, "-c", script, checkpoint], capture_output=True, text=True, env=env,
-                         timeout=300)
+    def load_elsewhere():
+        return subprocess.run([sys.executable, "-c", script, checkpoint], capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=REPO_ROOT), timeout=300)
+
+    out = load_elsewhere()
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["MeanFusion", registry.file_module_name(str(tmp_path / "mean_fusion.py")),
-                                  "MeanFusion"]
+                                  "MeanFusion", "0.5"]
+    os.rename(tmp_path / "mean_fusion.py", tmp_path / "renamed.py")
+    out = load_elsewhere()
+    assert out.returncode != 0 and f"model file {tmp_path / 'mean_fusion.py'} does not exist" in out.stderr
 
 
 def test_spec_helpers():

@@ -117,12 +117,16 @@ class Config(RecBoleConfig):
 
     def __getstate__(self):
         """Pickled (a checkpoint's configuration) with the model as its name or spec, not as a class: a process
-        that loads it resolves the class again (:func:`recbole_ssr.model.registry.get_model`)."""
+        that loads it resolves the class again (:func:`recbole_ssr.model.registry.get_model`); when that fails (a
+        model file no longer there) ``model_class`` is None and building the model names the missing file."""
         return dict(self.__dict__, model_class=None)
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self.model_class = get_model(state.get("model_source") or self.model)
+        try:
+            self.model_class = get_model(state.get("model_source") or self.model)
+        except ConfigError:
+            self.model_class = None
 
     def _plugin_yaml(self, *parts):
         return self._yaml_mapping(os.path.join(properties_dir(), *parts))
