@@ -91,6 +91,23 @@ def test_example_is_searched_with_its_own_space(local_ray, make_mmrec, own_model
     assert run["model"] == "MeanFusion" and run["status"] == "ok"
     assert run["config"]["fusion_weight"] == chosen["fusion_weight"]
     assert os.path.isfile(os.path.join(result["benchmark_dir"], "MeanFusion.best.yaml"))
+    # the table rebuilt from the benchmark folder names the class too
+    from recbole_ssr.experiments.tune.tuned_benchmark import main as report_main
+
+    assert report_main([result["benchmark_dir"], "--results=out/again.json"]) == 0
+    assert json.loads((tmp_path / "out" / "again.json").read_text())["table"] == result["table"]
+
+
+def test_groups_analysis_in_process_names_the_class(make_mmrec, own_model, tmp_path):
+    root, name, _ = make_mmrec()
+    code = main(["--analysis=groups", "--model=elsewhere/mean_fusion.py:MeanFusion,BPR", "--analysis_isolated=False",
+                 f"--dataset={name}", f"--data_path={root}", *QUICK_ARGS, "--results=out/groups.json"])
+    assert code == 0
+    result = json.loads((tmp_path / "out" / "groups.json").read_text())
+    assert [r["model"] for r in result["runs"]] == ["MeanFusion", "BPR"]
+    assert all(r["status"] == "ok" for r in result["runs"])
+    assert {row["model"] for row in result["summary"]} == {"MeanFusion", "BPR"}
+    assert result["written_by"]["models"] == ["BPR", "MeanFusion"]
 
 
 def test_its_own_keys_are_checked_like_a_shipped_models(make_mmrec, own_model, tmp_path, capfd):
