@@ -34,7 +34,7 @@ import torch
 
 from recbole_ssr.core.errors import ConfigError, RecboleSSRError
 from recbole_ssr.experiments.run import run
-from recbole_ssr.model.registry import is_model_spec, model_name
+from recbole_ssr.model.registry import canonical_model, is_model_spec, model_name
 
 
 @contextlib.contextmanager
@@ -94,6 +94,9 @@ class RunSpec:
     config_dict: dict
     config_files: list = dataclasses.field(default_factory=list)
     label: str = ""  # what the progress lines call the run besides model and seed (an analysis variant)
+
+    def __post_init__(self):
+        self.model = canonical_model(self.model)  # a model file's path absolute: a Ray task runs elsewhere
 
     @property
     def name(self):
@@ -195,8 +198,13 @@ def _ray_task(model, dataset, config_files, config_dict, cpus):
     outcome["node_id"] = ray.get_runtime_context().get_node_id()
     outcome["hostname"] = socket.gethostname()
     if outcome["status"] != "ok":  # e.g. a model file missing on this node: say which node
-        outcome["error"] += f" [on Ray node {outcome['hostname']}, id {outcome['node_id'][:12]}]"
+        outcome["error"] += node_note(outcome["node_id"])
     return outcome
+
+
+def node_note(node_id):
+    """`` [on Ray node HOST, id NODE]``: where a run that failed on a Ray node ran."""
+    return f" [on Ray node {socket.gethostname()}, id {(node_id or '?')[:12]}]"
 
 
 def _stamp(outcome, spec, started, cpus):

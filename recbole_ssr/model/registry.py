@@ -114,7 +114,7 @@ def canonical_model(text):
     """A ``--model`` entry as every process resolves it: a name unchanged, ``file.py:Class`` with the file's
     absolute path (relative paths are taken from the current directory), ``package.module:Class`` unchanged."""
     if not is_model_spec(text):
-        return text.strip()
+        return text.strip() if isinstance(text, str) else text
     where, class_name, is_file = split_spec(text)
     if is_file:
         where = os.path.abspath(os.path.expanduser(where))
@@ -166,9 +166,9 @@ def _spec_class(spec):
     if candidate is None:
         classes = sorted(name for name, obj in vars(module).items()
                          if isinstance(obj, type) and obj.__module__ == module.__name__)
-        found = f"it defines {', '.join(classes)}" if classes else "it defines no class"
-        raise ConfigError(f"--model={spec}: {what} has no class '{class_name}'; {found}. Name one of them after "
-                          "the colon.")
+        found = (f"it defines {', '.join(classes)}; name one of them after the colon" if classes
+                 else "it defines no class")
+        raise ConfigError(f"--model={spec}: {what} has no class '{class_name}'; {found}.")
     check_recommender(candidate, f"--model={spec}: {class_name} in {what}")
     source = sys.modules.get(candidate.__module__)
     if getattr(source, "__file__", None):

@@ -45,7 +45,7 @@ from recbole_ssr.config.search_space import (default_settings, dotted_roots, inl
 from recbole_ssr.experiments.tune.results import BEST_JSON, BEST_YAML, STATUSES, TRIALS_CSV, select_best, trial_record, \
     write_best_yaml, write_trials_csv
 from recbole_ssr.experiments.tune.trial import CHECKPOINTS, evaluate_checkpoint_task, trial_dirname, trial_main
-from recbole_ssr.model.registry import get_model, model_name, model_source
+from recbole_ssr.model.registry import canonical_model, get_model, model_name, model_source
 from recbole_ssr.config.validation import EXTRA_KEYS, check_known_keys, check_output_locations, check_search_space
 
 KIND = "search"
@@ -197,7 +197,7 @@ def run_search(models, dataset, spec, overrides, forced_settings=None):
     if len(models) != 1:
         raise ConfigError(f"a search tunes one model, got {', '.join(models)}; with several models use --tune=auto "
                           "(the tuned benchmark).")
-    model = models[0]
+    model = canonical_model(models[0])  # a model file's path absolute: the trials run in their own folders
     if not spec.tune and not spec.resume:
         raise ConfigError("--tune=SPACE.yaml is required (e.g. properties/search/VBPR.yaml).")
     overrides = dict(overrides or {})

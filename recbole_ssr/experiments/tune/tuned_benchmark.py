@@ -45,7 +45,7 @@ from recbole_ssr.core.safe_io import (append_jsonl, check_may_replace, check_may
 from recbole_ssr.config.search_space import default_settings, load_search_space, yaml_loader
 from recbole_ssr.core.spec import ExperimentSpec
 from recbole_ssr.experiments.tune.driver import run_search
-from recbole_ssr.model.registry import beside_model, get_model, model_name
+from recbole_ssr.model.registry import beside_model, get_model, is_model_spec, model_name
 from recbole_ssr.config.validation import check_search_space
 
 KIND = "tuned benchmark"
@@ -69,7 +69,7 @@ def space_file(model, tune_arg):
     your own model; otherwise the path given."""
     if tune_arg != "auto":
         return os.path.abspath(tune_arg)
-    own = beside_model(get_model(model), ".search.yaml")
+    own = beside_model(get_model(model), ".search.yaml") if is_model_spec(model) else None
     if own is not None:
         if not os.path.isfile(own):
             raise ConfigError(f"--tune=auto: no search space for {model_name(model)}: write {own} beside its model "
