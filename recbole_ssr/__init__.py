@@ -9,6 +9,9 @@ The Python API, under the names RecBole users know (imported on first use, so ``
     from recbole_ssr import run_recbole_ssr, load_data_and_model
     result = run_recbole_ssr(model="SSR", dataset="ml-100k", config_dict={"epochs": 5})
     config, model, dataset, train_data, valid_data, test_data = load_data_and_model(result["checkpoint"])
+
+Your own model (``--model=path/to/file.py:ClassName``, README "Benchmark your own model") subclasses
+``from recbole_ssr import MultimodalRecommender`` (or ``GraphRecommender``; :mod:`recbole_ssr.model.abstract`).
 """
 
 from recbole_ssr.core import compat
@@ -23,6 +26,8 @@ RECBOLE_PROBLEM = compat.install()
 API = {
     "run_recbole_ssr": "recbole_ssr.experiments.run",
     "load_data_and_model": "recbole_ssr.training.build",
+    "MultimodalRecommender": "recbole_ssr.model.abstract",
+    "GraphRecommender": "recbole_ssr.model.abstract",
 }
 
 

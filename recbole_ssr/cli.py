@@ -21,7 +21,8 @@ def build_parser():
                     "Any other --key=value sets a configuration key.",
     )
     parser.add_argument("--model", "-m", default=None,
-                        help="model name, or several comma-separated for a side-by-side run (default: SSR)")
+                        help="model name, or several comma-separated for a side-by-side run (default: SSR); your own "
+                             "model as path/to/file.py:ClassName or package.module:ClassName")
     parser.add_argument("--dataset", "-d", default=None, help=f"dataset name (default: {DEFAULT_DATASET}, embedded)")
     parser.add_argument("--config_files", default=None,
                         help="extra yaml config files (comma- or space-separated), applied after properties/")
@@ -116,6 +117,11 @@ def check_options(spec):
         names = [m.strip() for m in spec.model.split(",")]
         if not all(names):
             raise ConfigError(f"--model={spec.model} has an empty name between commas; write e.g. --model=SSR,BPR.")
+        from recbole_ssr.model.registry import canonical_model, model_name
+
+        # your own models (file.py:Class) with absolute paths: what every process and Ray node resolves again
+        spec.model = ",".join(canonical_model(m) for m in names)
+        names = [model_name(m) for m in spec.model.split(",")]
         twice = sorted({m for m in names if names.count(m) > 1})
         if twice:
             raise ConfigError(f"--model={spec.model} names {', '.join(twice)} more than once; name each model once "
@@ -163,7 +169,9 @@ def check_results_target(spec, models, dataset):
     """``--results`` can be written, and replacing it is allowed (:func:`recbole_ssr.core.safe_io.check_may_replace`):
     checked before anything is trained."""
     from recbole_ssr.core.safe_io import check_may_replace, check_writable_file
+    from recbole_ssr.model.registry import model_name
 
+    models = [model_name(m) for m in models]  # results name your own models by class
     check_writable_file(spec.results, "--results")
     inputs = {path: "a config file (--config_files)" for path in spec.config_files or []}
     inputs.update({path: "a results file it reads (--analysis_from)" for path in spec.analysis_from or []})
@@ -213,9 +221,13 @@ def main(argv=None):
                 raise ConfigError(f"--analysis_from: {', '.join(spec.analysis_from)} hold no finished run "
                                   f"({len(found)} run(s), none with status ok); pass the results of finished runs, or "
                                   "leave --analysis_from out to train them.")
-            spec.model = spec.model or ",".join(dict.fromkeys(r["model"] for r in found))
+            spec.model = spec.model or ",".join(dict.fromkeys(r.get("model_source") or r["model"] for r in found))
             spec.dataset = spec.dataset or found[0].get("dataset")
         models = [m.strip() for m in (spec.model or DEFAULT_MODEL).split(",") if m.strip()]
+        if any(":" in m for m in models):  # your own models: their keys on the command line reach every run
+            from recbole_ssr.config.validation import declare_model_keys
+
+            overrides = declare_model_keys(models, overrides)
         dataset = spec.dataset or DEFAULT_DATASET
         if spec.results:
             check_results_target(spec, models, dataset)
@@ -231,7 +243,9 @@ def main(argv=None):
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
-        if exc.errno not in ENVIRONMENT_ERRNOS:
+        from recbole_ssr.model.registry import raised_in_model_code
+
+        if exc.errno not in ENVIRONMENT_ERRNOS or raised_in_model_code(exc):  # your model's own bug: its traceback
             raise
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}. Check that the path exists, that you may write there and that "

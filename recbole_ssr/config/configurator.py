@@ -6,7 +6,7 @@ Priority, lowest to highest (each level overrides the ones before it):
 2. the evaluation protocol's defaults, ``properties/protocol/<eval_protocol>.yaml``;
 3. ``properties/overall.yaml``;
 4. ``properties/dataset/<dataset>.yaml``;
-5. ``properties/model/<Model>.yaml``;
+5. ``properties/model/<Model>.yaml`` (your own model, ``--model=file.py:Class``: ``Class.yaml`` beside its file);
 6. ``config_file_list`` (``--config_files``), in order;
 7. ``config_dict`` (the runner passes the command line's ``--key=value`` here).
 
@@ -26,7 +26,7 @@ from recbole_ssr.config.validation import check_duplicate_keys, validate
 from recbole_ssr.core.errors import ConfigError, yaml_error_text
 from recbole_ssr.core.paths import properties_dir
 from recbole_ssr.data.source import locate
-from recbole_ssr.model.registry import get_model
+from recbole_ssr.model.registry import beside_model, get_model, model_source
 
 EVAL_PROTOCOLS = ("mmrec", "recbole")
 VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
@@ -108,20 +108,42 @@ class Config(RecBoleConfig):
             dataset = self.external_config_dict.get("dataset")
             if dataset is None:
                 raise ConfigError("no dataset given: pass --dataset=NAME (e.g. --dataset=baby).")
-        if isinstance(model, str):
-            return model, get_model(model), dataset
-        return model.__name__, model, dataset
+        model_class = get_model(model)
+        # your own model (file.py:Class, package.module:Class, a class): config["model"] is its class name and
+        # config["model_source"] the spec every other process resolves it from (None for shipped models)
+        self.model_source = model_source(model_class)
+        name = model if isinstance(model, str) and self.model_source is None else model_class.__name__
+        return name, model_class, dataset
+
+    def __getstate__(self):
+        """Pickled (a checkpoint's configuration) with the model as its name or spec, not as a class: a process
+        that loads it resolves the class again (:func:`recbole_ssr.model.registry.get_model`); when that fails (a
+        model file no longer there) ``model_class`` is None and building the model names the missing file."""
+        return dict(self.__dict__, model_class=None)
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        try:
+            self.model_class = get_model(state.get("model_source") or self.model)
+        except ConfigError:
+            self.model_class = None
 
     def _plugin_yaml(self, *parts):
-        path = os.path.join(properties_dir(), *parts)
-        if not os.path.isfile(path):
+        return self._yaml_mapping(os.path.join(properties_dir(), *parts))
+
+    def _yaml_mapping(self, path):
+        if not path or not os.path.isfile(path):
             return {}
         import yaml
 
         with open(path, "r", encoding="utf-8") as f:
             text = f.read()
         check_duplicate_keys(text, path)
-        loaded = yaml.load(text, Loader=self.yaml_loader)
+        try:
+            loaded = yaml.load(text, Loader=self.yaml_loader)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML ({yaml_error_text(exc)}). Fix the syntax (one 'key: value' "
+                              "per line).") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of key: value, got {type(loaded).__name__}.")
         return loaded or {}
@@ -130,7 +152,8 @@ class Config(RecBoleConfig):
         super()._load_internal_config_dict(model, model_class, dataset)
         plugin = {}
         for parts in (("overall.yaml",), ("dataset", f"{dataset}.yaml"), ("model", f"{model}.yaml")):
-            loaded = self._plugin_yaml(*parts)
+            own_file = beside_model(model_class, ".yaml")
+            loaded = self._yaml_mapping(own_file) if parts[0] == "model" and own_file else self._plugin_yaml(*parts)
             if parts[0] == "dataset":
                 self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
             plugin.update(loaded)
@@ -149,6 +172,7 @@ class Config(RecBoleConfig):
     def _set_default_parameters(self):
         data_root = self.final_config_dict.get("data_path") or "dataset/"
         super()._set_default_parameters()
+        self.final_config_dict["model_source"] = self.model_source  # what resolves the model in another process
         # RecBole points ml-100k at the copy inside its wheel; the plugin keeps one rule for every dataset:
         # <data_path>/<dataset>, made absolute (Ray trials change the working directory).
         self.final_config_dict["data_root"] = os.path.abspath(data_root)

@@ -3,8 +3,10 @@
 * **Unknown keys.** RecBole silently ignores a key it does not read, so ``--learning_rat=0.01`` would train with
   the default learning rate. The known keys are collected from RecBole's own default yaml files (its
   ``overall.yaml``, every dataset and model yaml), RecBole's argument lists, this plugin's ``properties/`` yaml
-  files (models, datasets, protocols, analyses, search spaces) and :data:`KEYS_READ_IN_CODE`. A key outside that set
-  is an error naming the closest known key. Keys read by your own code are declared with ``extra_keys: [name, ...]``.
+  files (models, datasets, protocols, analyses, search spaces), :data:`KEYS_READ_IN_CODE` and, for your own model
+  (``--model=file.py:Class``), the keys of ``Class.yaml`` beside its file (:func:`model_keys`). A key outside that
+  set is an error naming the closest known key. Keys read by your own code are declared with
+  ``extra_keys: [name, ...]``.
 * **Values.** Types follow the default of the key (a number stays a number, a flag a boolean, a list a list);
   ranged keys are whole numbers or numbers within their bounds: the RecBole-wide keys of :data:`RANGES` here, a
   model's own keys in its class attribute ``config_ranges`` (:func:`ranges_for`; see
@@ -25,12 +27,13 @@ from functools import lru_cache
 from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.core.paths import properties_dir
 from recbole_ssr.core.safe_io import check_writable_folder
+from recbole_ssr.model.registry import beside_model, get_model, is_model_spec, resolved_spec_classes
 
 EXTRA_KEYS = "extra_keys"
 
 #: keys read by RecBole's or this plugin's code that no default yaml lists
 KEYS_READ_IN_CODE = frozenset({
-    EXTRA_KEYS, "model", "dataset", "data_format", "dataset_dir", "data_root", "modalities", "feature_item_ids",
+    EXTRA_KEYS, "model", "model_source", "dataset", "data_format", "dataset_dir", "data_root", "modalities", "feature_item_ids",
     "cold_item_ratio", "cold_item_seed", "tail_ratio", "device", "local_rank", "world_size", "single_spec",
     "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "valid_neg_sample_args", "test_neg_sample_args",
     "valid_metric_bigger", "token_num_threshold", "xgb_early_stopping_rounds",
@@ -100,23 +103,45 @@ def _known_keys(plugin_properties):
     return frozenset(keys)
 
 
-def closest_key(key):
-    match = difflib.get_close_matches(key, known_keys(), n=1, cutoff=0.6)
+def model_keys(model_class):
+    """The keys of your own model: those of ``Class.yaml`` beside its file (empty for the shipped models, whose
+    yaml files are among :func:`known_keys`)."""
+    path = beside_model(model_class, ".yaml") if model_class is not None else None
+    return frozenset(_yaml_keys(path)) if path and os.path.isfile(path) else frozenset()
+
+
+def declare_model_keys(models, overrides):
+    """``overrides`` of a command that runs several ``models`` (names or specs): a key of your own model's
+    ``Class.yaml`` set on the command line is declared (``extra_keys``) for every run, so the other models accept it
+    as every model accepts a shipped model's keys (resolves the models' classes)."""
+    own = frozenset().union(*(model_keys(get_model(m)) for m in models if is_model_spec(m)))
+    declared = [k for k in overrides if k in own and k not in known_keys()]
+    if len(models) < 2 or not declared:
+        return overrides
+    extra = overrides.get(EXTRA_KEYS) or []
+    extra = [extra] if isinstance(extra, str) else list(extra)
+    return dict(overrides, **{EXTRA_KEYS: extra + [k for k in declared if k not in extra]})
+
+
+def closest_key(key, also=()):
+    match = difflib.get_close_matches(key, known_keys() | frozenset(also), n=1, cutoff=0.6)
     return match[0] if match else None
 
 
-def check_known_keys(given, sources):
-    """``given``: the keys the user set; ``sources``: key -> where it was set (a file or 'the command line')."""
+def check_known_keys(given, sources, model_class=None):
+    """``given``: the keys the user set; ``sources``: key -> where it was set (a file or 'the command line');
+    ``model_class``: the model of the run (its own keys are known, :func:`model_keys`)."""
     extra = given.get(EXTRA_KEYS) or []
     if isinstance(extra, str):
         extra = [extra]
     if not isinstance(extra, (list, tuple)):
         raise ConfigError(f"{EXTRA_KEYS} must be a list of key names (e.g. extra_keys: [my_key]), got {extra!r}.")
-    allowed = known_keys() | {str(k) for k in extra}
+    own = model_keys(model_class)
+    allowed = known_keys() | own | {str(k) for k in extra}
     for key in given:
         if key in allowed:
             continue
-        guess = closest_key(key)
+        guess = closest_key(key, own.union(*(model_keys(c) for c in resolved_spec_classes())))
         hint = f"did you mean '{guess}'? " if guess else ""
         raise ConfigError(
             f"unknown configuration key '{key}' (from {sources.get(key, 'the configuration')}); {hint}"
@@ -333,7 +358,7 @@ def check_modalities(final, model_class, sources):
 
 def validate(final, defaults, given, sources, model_class=None):
     """Raise :class:`ConfigError` for the first setting that is unknown, of the wrong type or out of range."""
-    check_known_keys(given, sources)
+    check_known_keys(given, sources, model_class)
     check_types(final, defaults, given, sources, model_class)
     check_lr_decay(final, sources)
     check_metrics(final, sources)

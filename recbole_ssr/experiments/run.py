@@ -11,6 +11,7 @@ from recbole.utils import get_local_time
 from recbole_ssr.core.report import plain
 from recbole_ssr.core.safe_io import (check_may_replace, check_results_name, check_writable_file, stamped,
                                       write_json_or_rescue)
+from recbole_ssr.model.registry import model_name
 from recbole_ssr.training import per_user
 from recbole_ssr.training.build import build
 
@@ -91,7 +92,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         check_results_name(results)
         check_writable_file(results, "--results")
         if model is not None and dataset is not None:
-            check_may_replace(results, "run", [getattr(model, "__name__", model)], dataset, overwrite=overwrite,
+            check_may_replace(results, "run", [model_name(model)], dataset, overwrite=overwrite,
                               inputs={path: "a config file (--config_files)" for path in config_file_list or []})
         per_user.check_may_replace_sidecar(per_user.sidecar_path(results), overwrite)
     started_from = code_version()  # the code this run loaded (the checkout may move on while it trains)
@@ -112,6 +113,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         trainer.tensorboard.close()  # else its writer thread keeps logging into this run's folder
     outcome = {
         "model": config["model"],
+        "model_source": config["model_source"],  # your own model's file.py:Class (None for shipped models)
         "dataset": config["dataset"],
         "best_valid_score": plain(best_valid_score),
         "best_valid_result": plain(dict(best_valid_result or {})),

@@ -10,7 +10,11 @@ which submits runs while its searches go on, to :class:`RayBatch` directly), whi
   ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs (fractions allowed) in a fresh worker process
   (``max_calls=1``). A task receives its whole configuration as a mapping (no file of the driver is read on the
   node) and returns its outcome; the driver writes every file, so nodes need no shared filesystem — only the
-  dataset at ``data_path`` (docs/tuning.md).
+  dataset at ``data_path`` and, for your own model (``file.py:Class``), its file at the same absolute path: a task
+  receives the model's spec, never the class, and resolves it again on its node (docs/tuning.md).
+
+A run that fails is reported as *failed* with its error; one that failed on a bug (any exception but the package's
+one-line errors: in your own model's code, for instance) also keeps its traceback, which is printed and stored.
 
 Every finished run is handed to ``on_result`` as soon as it finishes (the callers append it to their progress
 file, so an interrupted batch keeps what finished).
@@ -22,13 +26,15 @@ import math
 import multiprocessing
 import os
 import socket
+import sys
 import time
 import traceback
 
 import torch
 
-from recbole_ssr.core.errors import ConfigError
+from recbole_ssr.core.errors import ConfigError, RecboleSSRError
 from recbole_ssr.experiments.run import run
+from recbole_ssr.model.registry import canonical_model, is_model_spec, model_name
 
 
 @contextlib.contextmanager
@@ -79,7 +85,8 @@ def ray_session(address=None, num_cpus=None):
 
 @dataclasses.dataclass
 class RunSpec:
-    """One training run: ``config_dict`` is applied over the model/dataset yamls and ``config_files``."""
+    """One training run: ``config_dict`` is applied over the model/dataset yamls and ``config_files``. ``model``:
+    a name or a spec (``/abs/file.py:Class``); tables and results call it :attr:`name`."""
 
     model: str
     dataset: str
@@ -88,9 +95,16 @@ class RunSpec:
     config_files: list = dataclasses.field(default_factory=list)
     label: str = ""  # what the progress lines call the run besides model and seed (an analysis variant)
 
+    def __post_init__(self):
+        self.model = canonical_model(self.model)  # a model file's path absolute: a Ray task runs elsewhere
+
+    @property
+    def name(self):
+        return model_name(self.model)
+
     @property
     def key(self):
-        return (self.model, int(self.seed))
+        return (self.name, int(self.seed))
 
 
 def run_in_process(model, dataset, config_files, config_dict):
@@ -99,7 +113,10 @@ def run_in_process(model, dataset, config_files, config_dict):
         outcome = run(model, dataset, config_files, config_dict)
         return {"status": "ok", **outcome}
     except Exception as exc:  # reported in the table; the other runs go on
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        failed = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        if not isinstance(exc, RecboleSSRError):  # a bug (in a model's own code, say): its traceback is shown
+            failed["show_traceback"] = True
+        return failed
 
 
 @contextlib.contextmanager
@@ -180,12 +197,22 @@ def _ray_task(model, dataset, config_files, config_dict, cpus):
     outcome["run_seconds"] = round(time.time() - started, 1)  # on the node, without the wait for a free CPU
     outcome["node_id"] = ray.get_runtime_context().get_node_id()
     outcome["hostname"] = socket.gethostname()
+    if outcome["status"] != "ok":  # e.g. a model file missing on this node: say which node
+        outcome["error"] += node_note(outcome["node_id"])
     return outcome
 
 
+def node_note(node_id):
+    """`` [on Ray node HOST, id NODE]``: where a run that failed on a Ray node ran."""
+    return f" [on Ray node {socket.gethostname()}, id {(node_id or '?')[:12]}]"
+
+
 def _stamp(outcome, spec, started, cpus):
-    outcome.update(model=spec.model, seed=int(spec.seed), wall_seconds=round(time.time() - started, 1),
+    outcome.update(model=spec.name, seed=int(spec.seed), wall_seconds=round(time.time() - started, 1),
                    cpus=cpus)
+    outcome.setdefault("dataset", spec.dataset)  # also for a run that failed before its configuration was read
+    if is_model_spec(spec.model):
+        outcome.setdefault("model_source", spec.model)
     return outcome
 
 
@@ -223,13 +250,15 @@ def _sayer(label):
 
 
 def _name(spec):
-    return f"{spec.model}{' ' + spec.label if spec.label else ''} seed {spec.seed}"
+    return f"{spec.name}{' ' + spec.label if spec.label else ''} seed {spec.seed}"
 
 
 def _announce(say, spec, outcome):
     status = outcome["status"] if outcome["status"] == "ok" else f"FAILED ({outcome['error']})"
     where = f" on {outcome['hostname']}" if outcome.get("hostname") else ""
     say(f"{_name(spec)}{where}: {status}")
+    if outcome.get("show_traceback") and outcome.get("traceback"):
+        print(outcome["traceback"].rstrip(), file=sys.stderr, flush=True)
 
 
 class RayBatch:
@@ -248,7 +277,7 @@ class RayBatch:
         ref = self.remote.remote(spec.model, spec.dataset, list(spec.config_files), dict(spec.config_dict),
                                  self.cpus)
         self.pending[ref] = (spec if tag is None else tag, spec, time.time())
-        self.say(f"{spec.model} seed {spec.seed}: submitted ({self.cpus:g} CPU, {self.gpus:g} GPU)")
+        self.say(f"{spec.name} seed {spec.seed}: submitted ({self.cpus:g} CPU, {self.gpus:g} GPU)")
 
     def results(self, timeout=None):
         """Finished runs; with ``timeout`` (seconds) only those finishing within it, else until none is left."""

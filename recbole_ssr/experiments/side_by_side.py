@@ -1,6 +1,7 @@
 """Side-by-side mode: several models x several seeds on the same split, one table.
 
     python run_recbole_ssr.py --model=SSR,FREEDOM,LightGCN --dataset=tiktok --seeds=3 --results=bench.json
+    python run_recbole_ssr.py --model=mine.py:MyRec,SSR,LightGCN --seeds=3 ...   # your own model beside them
 
 Every (model, seed) run happens in a fresh process (``spawn``): runs cannot leak state into each other, a crash is
 contained and reported as *failed* while the others go on, and peak memory is measured per run. Seeds are
@@ -30,6 +31,7 @@ from recbole_ssr.core.errors import ConfigError, RecboleSSRError
 from recbole_ssr.experiments.run import config_snapshot
 from recbole_ssr.core.report import files_to_table_main, load_runs, mean_std, write_csv
 from recbole_ssr.experiments.runner import RunSpec, ray_session, run_many
+from recbole_ssr.model.registry import model_name
 from recbole_ssr.core.safe_io import (append_jsonl, check_appendable_log, check_may_replace, check_may_replace_table,
                                  check_results_name, check_writable_file, exclusive_lock, finite_json, read_jsonl,
                                  rescued, stamped, write_json)
@@ -140,7 +142,8 @@ def run_side_by_side(models, dataset, spec, overrides):
     """Every model with every seed (``spec.seeds``), one table (``spec.results``, default
     ``saved/benchmarks/<dataset>-<time>.json``). With ``spec.address`` the runs are Ray tasks on that cluster
     (``spec.ray_runs`` resources each) instead of local processes. Finished runs of an earlier batch on the same
-    results path with the same configuration are reused (module docstring). Returns ``(rows, runs)``."""
+    results path with the same configuration are reused (module docstring). ``models``: names or specs
+    (``/abs/file.py:Class``); the table and results call them by class name. Returns ``(rows, runs)``."""
     with ray_session(spec.address) if spec.address else contextlib.nullcontext():
         return _side_by_side(models, dataset, spec.seeds, spec.config_files, dict(overrides or {}), spec.results,
                              spec.ray_runs if spec.address else None, spec.overwrite)
@@ -148,12 +151,13 @@ def run_side_by_side(models, dataset, spec, overrides):
 
 def _side_by_side(models, dataset, seeds, config_files, overrides, results_path, ray_runs, overwrite):
     overrides.setdefault("per_user_metrics", True)  # for the significance tests of the table
-    if len(set(models)) != len(models):
-        twice = sorted({m for m in models if models.count(m) > 1})
+    names = [model_name(m) for m in models]
+    if len(set(names)) != len(names):
+        twice = sorted({m for m in names if names.count(m) > 1})
         raise ConfigError(f"--model names {', '.join(twice)} more than once; name each model once.")
     base_seed = int(overrides.get("seed", 999))
     results_path = results_path or default_results_path(dataset)
-    check_results_target(results_path, models, dataset, overwrite,
+    check_results_target(results_path, names, dataset, overwrite,
                          {path: "a config file (--config_files)" for path in config_files or []})
     paths, resolved = {}, {}
     for model in models:  # a typo or a bad setting fails now, not after hours of runs
@@ -209,7 +213,7 @@ def _side_by_side(models, dataset, seeds, config_files, overrides, results_path,
         seed_list = [base_seed + i for i in range(seeds)]
         print(f"\n{dataset}, {seeds} seed(s) from {base_seed}: test metrics at the best-valid epoch, mean ± std\n")
         try:
-            rows = write_outputs(dataset, models, seed_list, runs, results_path, overwrite=overwrite)
+            rows = write_outputs(dataset, names, seed_list, runs, results_path, overwrite=overwrite)
         except OSError as exc:  # a full disk: the table is lost, never the runs
             raise RecboleSSRError(
                 f"writing {exc.filename or results_path} failed ({exc.strerror or exc}); every finished run is kept in "

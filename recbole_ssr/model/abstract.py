@@ -40,12 +40,25 @@ def check_negative_free(config, model_name):
 
 
 class MultimodalRecommender(GeneralRecommender):
-    """A RecBole ``GeneralRecommender`` over a :class:`~recbole_ssr.data.dataset.MultimodalDataset`.
+    """The base class of a multimodal model: every model of the package, and yours (``--model=file.py:Class``,
+    ``from recbole_ssr import MultimodalRecommender``; examples/mean_fusion.py). A RecBole ``GeneralRecommender``
+    over a :class:`~recbole_ssr.data.dataset.MultimodalDataset`, whatever modalities the dataset has.
 
-    Subclasses implement ``forward()`` -> ``(user_embeddings [n_users, d], item_embeddings [n_items, d])`` and
-    ``calculate_loss``; scoring (``predict``/``full_sort_predict``) is the inner product of those embeddings,
-    computed once per evaluation and cached (the cache is dropped whenever the model switches train/eval mode or
-    loads weights, so it never outlives one evaluation pass).
+    What it gives:
+
+    * **features**: ``self.modality_names`` and ``self.modality_features`` (name -> float tensor
+      ``[n_items, d_m]`` on the model's device, row j = RecBole item j), ``self.modality_feature(name)``; a model
+      needing at least k modalities sets ``min_modalities = k`` and gets one clear error on a dataset with fewer.
+    * **weights**: :meth:`modality_weights` - per-modality weights from the configuration, normalised.
+    * **graphs** (the shared toolkit of :mod:`recbole_ssr.model.graph`): ``self.interaction_matrix`` (training
+      interactions, scipy CSR ``[n_users, n_items]``), :meth:`norm_adj_matrix` (Â), :meth:`knn_item_graph` and
+      :meth:`mixed_item_graph` (kNN item graphs, disk-cached), and :func:`~recbole_ssr.model.graph.propagate` for
+      any number of propagation layers; :class:`GraphRecommender` adds ID embeddings and LightGCN.
+    * **scoring**: subclasses implement ``forward()`` -> ``(user_embeddings [n_users, d], item_embeddings
+      [n_items, d])`` and ``calculate_loss(interaction)``; ``predict``/``full_sort_predict`` are the inner product of
+      those embeddings, computed once per evaluation and cached (the cache is dropped whenever the model switches
+      train/eval mode or loads weights, so it never outlives one evaluation pass). The trainer calls
+      ``pre_epoch_processing(epoch)`` before each epoch when the model defines it.
 
     ``config_ranges``: the valid values of the model's own numeric configuration keys, ``{key: (kind, lowest,
     highest[, bounds])}``: ``kind`` "int" (whole numbers) or "float" (numbers), "int?"/"float?" when ``~`` is

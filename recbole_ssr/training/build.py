@@ -58,8 +58,9 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):
 
 
 def model_class_of(config):
-    """The model class of a config: the class it was made with (a class passed in), else the one its name names."""
-    return getattr(config, "model_class", None) or get_model(config["model"])
+    """The model class of a config: the class it was made with (a class passed in), else the one its name (your own
+    model: its ``model_source``, ``file.py:Class``) names."""
+    return getattr(config, "model_class", None) or get_model(config["model_source"] or config["model"])
 
 
 def build(model=None, dataset=None, config_file_list=None, config_dict=None, prepared=None):

@@ -345,8 +345,8 @@ class MultimodalTrainer(*PLUGIN_MIXINS, Trainer):
 
 def get_trainer(model_type, model):
     """Our trainer for plugin models and for RecBole models that use the plain ``Trainer``; else RecBole's own
-    (with our checkpoint loading), since those trainers carry model-specific training loops. ``model``: a name or
-    a model class."""
+    (with our checkpoint loading), since those trainers carry model-specific training loops. ``model``: a name, a
+    spec (``file.py:Class``) or a class (your own models get :class:`MultimodalTrainer`)."""
     model_class = get_model(model)
     if is_plugin_model(model_class):
         return getattr(model_class, "trainer_class", MultimodalTrainer)

@@ -40,7 +40,7 @@ def plan_variants(model, dataset, spec, overrides, settings):
     for label, extra in variants.items():
         missing = [k for k in extra if k not in config]
         if missing:
-            skipped.append((label, f"{model} has no configuration key {', '.join(missing)}"))
+            skipped.append((label, f"{config['model']} has no configuration key {', '.join(missing)}"))
         elif label != "full" and all(_same(config[k], v, modalities) for k, v in extra.items()):
             skipped.append((label, "same configuration as full"))
         else:
@@ -62,6 +62,7 @@ def run_ablation(models, dataset, spec, overrides, settings):
     configs = [(model, label, extra) for model in models for label, extra in plans[model][0]]
     runs = common.run_grid(configs, dataset, spec, overrides, settings,
                            progress_path=os.path.join(folder, "runs.jsonl"))
+    plans, models = common.by_name(plans, models)
 
     rows = [common.result_row(run, {"model": run["model"], "variant": run["label"], "seed": run["seed"],
                                      "overrides": run["overrides"]}, n_params=True)

@@ -10,6 +10,7 @@ from recbole_ssr.training.evaluation import analysis_defaults, check_bounds
 from recbole_ssr.core.report import markdown_table, mean_std, plain
 from recbole_ssr.experiments.runner import RunSpec, run_many
 from recbole_ssr.core.safe_io import append_jsonl, atomic_write, new_stamped_folder, stamped, write_json
+from recbole_ssr.model.registry import model_name
 #: settings that are also configuration keys of every run (kept in the run overrides)
 RUN_KEYS = ("group_degree_bounds",)
 
@@ -70,6 +71,12 @@ def output_folder(spec, analysis, dataset):
                               "analysis folder")
 
 
+def by_name(plans, models):
+    """``(plans, models)`` keyed by what tables call the models (the class name of your own ``file.py:Class``),
+    once the runs are planned with the models' specs."""
+    return {model_name(m): p for m, p in plans.items()}, [model_name(m) for m in models]
+
+
 def plan(models, plan_one, nothing):
     """``{model: (planned, skipped)}`` of every model; a :class:`ConfigError` saying ``nothing`` when no model has
     anything to run (before the output folder is created)."""
@@ -120,7 +127,7 @@ def run_grid(configs, dataset, spec, overrides, settings, on_result=None, progre
 
     def finished(index, outcome):
         for model, label, seed, extra in users[index]:
-            run = dict(outcome, model=model, label=label, seed=seed, overrides=extra)
+            run = dict(outcome, model=model_name(model), label=label, seed=seed, overrides=extra)
             runs[(index, model, label, seed)] = run
             if progress_path is not None:
                 append_jsonl(progress_path, run)

@@ -10,10 +10,12 @@ from recbole_ssr.experiments.analysis import common, plots
 from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.training.evaluation import group_names
 from recbole_ssr.core.report import load_runs, markdown_table, write_csv
+from recbole_ssr.model.registry import model_name
 
 
 def runs_from_files(paths, models, dataset):
     """Finished runs of ``models`` on ``dataset`` read from results files (``--analysis_from``), no training."""
+    models = [model_name(m) for m in models]
     runs, without_groups = [], []
     for run in load_runs(paths):
         if run.get("dataset") not in (None, dataset):
@@ -46,6 +48,7 @@ def run_groups(models, dataset, spec, overrides, settings):
         without_groups = []
         runs = common.run_grid([(model, "default", {}) for model in models], dataset, spec, overrides, settings,
                                progress_path=os.path.join(folder, "runs.jsonl"))
+    models = [model_name(m) for m in models]  # the table calls your own models by class name
     rows = []
     for run in runs:
         if run["status"] != "ok":

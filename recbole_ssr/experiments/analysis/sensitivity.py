@@ -23,7 +23,7 @@ def plan_sweeps(model, dataset, spec, overrides, settings):
     sweeps, skipped = {}, []
     for key, values in settings["sensitivity_grid"].items():
         if key not in config:
-            skipped.append((key, f"{model} has no configuration key {key}"))
+            skipped.append((key, f"{config['model']} has no configuration key {key}"))
         else:
             sweeps[key] = (config[key], list(values))
     return sweeps, skipped
@@ -44,6 +44,7 @@ def run_sensitivity(models, dataset, spec, overrides, settings):
                 configs.append((model, label, {} if _equal(value, configured) else {key: value}))
     runs = common.run_grid(configs, dataset, spec, overrides, settings,
                            progress_path=os.path.join(folder, "runs.jsonl"))
+    plans, models = common.by_name(plans, models)
 
     rows = []
     for run in runs:

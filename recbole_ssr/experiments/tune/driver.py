@@ -45,7 +45,7 @@ from recbole_ssr.config.search_space import (default_settings, dotted_roots, inl
 from recbole_ssr.experiments.tune.results import BEST_JSON, BEST_YAML, STATUSES, TRIALS_CSV, select_best, trial_record, \
     write_best_yaml, write_trials_csv
 from recbole_ssr.experiments.tune.trial import CHECKPOINTS, evaluate_checkpoint_task, trial_dirname, trial_main
-from recbole_ssr.model.registry import get_model
+from recbole_ssr.model.registry import canonical_model, get_model, model_name, model_source
 from recbole_ssr.config.validation import EXTRA_KEYS, check_known_keys, check_output_locations, check_search_space
 
 KIND = "search"
@@ -115,18 +115,18 @@ def _prepare_driver(model, dataset, config_files, base_config_dict, searched):
     check_output_locations(config)
     roots = {key.split(".")[0] for key in searched}  # a misspelt search key fails now, not in every trial
     check_known_keys(dict.fromkeys(roots) | {EXTRA_KEYS: config[EXTRA_KEYS] if EXTRA_KEYS in config else None},
-                     dict.fromkeys(roots, "the search space"))
+                     dict.fromkeys(roots, "the search space"), config.model_class)
     mappings = {}
     for root in dotted_roots(searched):  # the full mapping a dotted search key changes one entry of
         value = config[root] if root in config else None
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"search keys {', '.join(k for k in searched if k.startswith(root + '.'))} set entries "
-                              f"of '{root}', but {model}'s '{root}' is {value!r}, not a mapping.")
+                              f"of '{root}', but {config['model']}'s '{root}' is {value!r}, not a mapping.")
         mappings[root] = copy.deepcopy(dict(value or {}))
     prepare_source(config)  # converts MMRec folders / builds the embedded dataset into the shared cache (no load)
     return {
         "mappings": mappings,
-        "model": config["model"],
+        "model": model,  # the name or spec (file.py:Class) every trial resolves again
         "data_path": config["data_root"],
         "cache_dir": config["cache_dir"],
         "valid_metric": str(config["valid_metric"]).lower(),
@@ -197,7 +197,7 @@ def run_search(models, dataset, spec, overrides, forced_settings=None):
     if len(models) != 1:
         raise ConfigError(f"a search tunes one model, got {', '.join(models)}; with several models use --tune=auto "
                           "(the tuned benchmark).")
-    model = models[0]
+    model = canonical_model(models[0])  # a model file's path absolute: the trials run in their own folders
     if not spec.tune and not spec.resume:
         raise ConfigError("--tune=SPACE.yaml is required (e.g. properties/search/VBPR.yaml).")
     overrides = dict(overrides or {})
@@ -229,7 +229,7 @@ def run_search(models, dataset, spec, overrides, forced_settings=None):
     manifest["base_config_dict"] = plain(base_config_dict)
     manifest.update(metric=prepared["valid_metric"], mode="max" if prepared["bigger"] else "min")
     if folder is None:
-        folder = new_search_folder(settings["output"], manifest["model"], manifest["dataset"])
+        folder = new_search_folder(settings["output"], model_name(manifest["model"]), manifest["dataset"])
     manifest["status"] = "running"
     write_json(os.path.join(folder, MANIFEST), plain(manifest))
 
@@ -247,7 +247,7 @@ def run_search(models, dataset, spec, overrides, forced_settings=None):
             and all(p.kind == "grid" for p in space.params.values())):
         _say(f"note: {space.source} has no random axis, so num_samples={settings['num_samples']} repeats every grid "
              "point with the same configuration (and seed); use num_samples=1, or search 'seed: {grid: [...]}'.")
-    _say(f"search {'resumed' if spec.resume else 'started'}: {manifest['model']} on {manifest['dataset']}, "
+    _say(f"search {'resumed' if spec.resume else 'started'}: {model_name(manifest['model'])} on {manifest['dataset']}, "
          f"{n_trials} trials ({_trial_count_text(space, settings)}), searcher {settings['search_alg']}, "
          f"scheduler {settings['scheduler']}, selection by valid {prepared['valid_metric']} ({manifest['mode']})\n"
          f"{space.describe()}\noutput: {folder}")
@@ -257,7 +257,7 @@ def run_search(models, dataset, spec, overrides, forced_settings=None):
         records = _run_tuner(folder, manifest, space, settings, base, prepared, resume=bool(spec.resume))
         summary = _finish(folder, manifest, space, settings, base, records)
     if spec.results:
-        write_json(spec.results, stamped(plain(summary), KIND, [manifest["model"]], manifest["dataset"]))
+        write_json(spec.results, stamped(plain(summary), KIND, [summary["model"]], manifest["dataset"]))
     return summary
 
 
@@ -357,6 +357,12 @@ def _finish(folder, manifest, space, settings, base, records):
         write_json(os.path.join(folder, MANIFEST), plain(manifest))
         first = next((r for r in records if r["error"]), None)
         detail = f" First error ({first['trial_id']}): {first['error']} (see {first['error_file']})." if first else ""
+        if first and first["error_file"]:  # its traceback: a bug in a model's own code points at its line
+            try:
+                with open(first["error_file"], "r", encoding="utf-8", errors="replace") as f:
+                    print(f.read().rstrip(), file=sys.stderr)
+            except OSError:
+                pass
         raise RecboleSSRError(f"every trial of the search in {folder} failed; nothing to select.{detail}")
 
     note = None
@@ -372,7 +378,8 @@ def _finish(folder, manifest, space, settings, base, records):
                 shutil.rmtree(os.path.join(record["trial_dir"], CHECKPOINTS), ignore_errors=True)
 
     summary = {
-        "model": manifest["model"], "dataset": manifest["dataset"], "metric": manifest["metric"],
+        "model": model_name(manifest["model"]), "model_source": model_source(get_model(manifest["model"])),
+        "dataset": manifest["dataset"], "metric": manifest["metric"],
         "mode": manifest["mode"], "scheduler": settings["scheduler"], "space_file": manifest["space_file"],
         "best": {k: best[k] for k in ("trial_id", "status", "params", "valid", "test", "test_source",
                                       "best_epoch", "epochs", "trial_dir", "checkpoint")},
@@ -382,7 +389,7 @@ def _finish(folder, manifest, space, settings, base, records):
     }
     if note:
         summary["note"] = note
-    write_json(os.path.join(folder, BEST_JSON), stamped(plain(summary), KIND, [manifest["model"]],
+    write_json(os.path.join(folder, BEST_JSON), stamped(plain(summary), KIND, [summary["model"]],
                                                         manifest["dataset"]))
     manifest["status"] = "done"
     write_json(os.path.join(folder, MANIFEST), plain(manifest))

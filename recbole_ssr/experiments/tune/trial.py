@@ -11,10 +11,11 @@ import shutil
 
 
 from recbole_ssr.config.search_space import apply_params
+from recbole_ssr.core.errors import ConfigError
 from recbole_ssr.core.report import plain
 from recbole_ssr.core.safe_io import write_json
 from recbole_ssr.experiments.run import run
-from recbole_ssr.experiments.runner import set_torch_threads
+from recbole_ssr.experiments.runner import node_note, set_torch_threads
 from recbole_ssr.training.stopping import BestTracker
 from recbole_ssr.training.build import build
 
@@ -85,8 +86,11 @@ def trial_main(params, base):
             "finished": False,
         })
 
-    outcome = run(base["model"], base["dataset"], base["config_files"], config_dict, saved=True,
-                  callback_fn=report)
+    try:
+        outcome = run(base["model"], base["dataset"], base["config_files"], config_dict, saved=True,
+                      callback_fn=report)
+    except ConfigError as exc:  # e.g. a model file missing on this node: say which node
+        raise ConfigError(f"{exc}{node_note(node_id)}") from None
     write_json(os.path.join(trial_dir, "outcome.json"), plain(outcome))
     tune.report({
         "node_id": node_id,

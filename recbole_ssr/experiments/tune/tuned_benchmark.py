@@ -4,7 +4,8 @@
         --num_samples=16 --epochs=30 --seeds=3 --results=tuned.json
 
 1. **Searches** (:mod:`recbole_ssr.experiments.tune`), one model after the other on one Ray session, each from
-   ``properties/search/<Model>.yaml`` (``--tune=auto``; an explicit file works for one model). Every model gets the
+   ``properties/search/<Model>.yaml`` (``--tune=auto``; your own model ``file.py:Class``: ``Class.search.yaml``
+   beside its file; an explicit file works for one model). Every model gets the
    same settings, whatever its file's own ``search:`` section says: ``num_samples`` trials in all (grid axes are
    drawn like choice axes, distinct points of a finite space, so no configuration is trained twice), the same
    searcher (``--search_alg``), scheduler (ASHA, ``grace_period``, ``reduction_factor``), ``--epochs`` cap and
@@ -47,7 +48,7 @@ from recbole_ssr.core.safe_io import (append_jsonl, check_may_replace, check_may
 from recbole_ssr.config.search_space import default_settings, load_search_space, yaml_loader
 from recbole_ssr.core.spec import ExperimentSpec
 from recbole_ssr.experiments.tune.driver import run_search
-from recbole_ssr.model.registry import get_model
+from recbole_ssr.model.registry import beside_model, get_model, is_model_spec, model_name
 from recbole_ssr.config.validation import check_search_space
 from recbole_ssr.training.per_user import sidecar_path
 
@@ -68,9 +69,17 @@ def _say(text):
 
 
 def space_file(model, tune_arg):
-    """``auto`` -> the shipped ``properties/search/<Model>.yaml``; otherwise the path given."""
+    """``auto`` -> the shipped ``properties/search/<Model>.yaml``, or ``<Class>.search.yaml`` beside the file of
+    your own model; otherwise the path given."""
     if tune_arg != "auto":
         return os.path.abspath(tune_arg)
+    own = beside_model(get_model(model), ".search.yaml") if is_model_spec(model) else None
+    if own is not None:
+        if not os.path.isfile(own):
+            raise ConfigError(f"--tune=auto: no search space for {model_name(model)}: write {own} beside its model "
+                              "file (the format of properties/search/*.yaml, docs/tuning.md; e.g. "
+                              "examples/MeanFusion.search.yaml).")
+        return own
     path = os.path.join(properties_dir(), "search", f"{model}.yaml")
     if not os.path.isfile(path):
         shipped = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(properties_dir(), "search", "*.yaml"))
@@ -161,7 +170,7 @@ def _search(manifest, model, folder):
                 write_json(os.path.join(folder, MANIFEST), manifest)
     manifest["searches"][model] = {"folder": summary["output_dir"], "status": "done",
                                    "best_json": os.path.join(summary["output_dir"], "best.json")}
-    shutil.copyfile(summary["best_config"], os.path.join(folder, f"{model}.best.yaml"))
+    shutil.copyfile(summary["best_config"], os.path.join(folder, f"{model_name(model)}.best.yaml"))
     write_json(os.path.join(folder, MANIFEST), manifest)
     return summary
 
@@ -213,15 +222,17 @@ def run_tuned_benchmark(models, dataset, spec, overrides):
         batch = RayBatch(label="tuned benchmark", **manifest["ray_runs"])
         collector = _Collector(batch, keep)
         for model in models:
-            summaries[model] = _search(manifest, model, folder)
-            for run in _seeded_specs(manifest, model, summaries[model]):
+            summaries[model_name(model)] = _search(manifest, model, folder)
+            for run in _seeded_specs(manifest, model, summaries[model_name(model)]):
                 if run.key not in done:
                     collector.submit(run)
         fresh = collector.finish()
     runs = list(done.values()) + fresh
-    order = {(m, s): i for i, (m, s) in enumerate((m, s) for m in models for s in manifest["seeds"])}
+    names = [model_name(m) for m in models]  # tables and results call your own models by class name
+    order = {(m, s): i for i, (m, s) in enumerate((m, s) for m in names for s in manifest["seeds"])}
     runs.sort(key=lambda r: order.get((r["model"], int(r["seed"])), len(order)))
-    rows = _write_outputs(folder, manifest, summaries, runs, spec.results, [runs_path], spec.overwrite)
+    rows = _write_outputs(folder, dict(manifest, models=names), summaries, runs, spec.results, [runs_path],
+                          spec.overwrite)
     if all(r.get("status") == "ok" for r in runs) and len(runs) == len(order):
         manifest["status"] = "done"
     else:
@@ -349,14 +360,14 @@ def report_folders(folders, results_path=None, overwrite=False):
                                   f"({first[key]!r}); benchmarks run differently cannot share one table.")
     summaries, runs, models, pending, logs = {}, [], [], [], []
     for folder, manifest in manifests:
-        for model in manifest["models"]:
-            state = manifest["searches"].get(model, {})
-            if model in summaries or state.get("status") != "done":
+        for model in manifest["models"]:  # a name or your own model's spec; the table calls it by class name
+            state, name = manifest["searches"].get(model, {}), model_name(model)
+            if name in summaries or state.get("status") != "done":
                 if state.get("status") != "done":
-                    pending.append(model)
+                    pending.append(name)
                 continue
-            summaries[model] = read_json(state["best_json"])
-            models.append(model)
+            summaries[name] = read_json(state["best_json"])
+            models.append(name)
         if os.path.isfile(os.path.join(folder, RUNS)):
             logs.append(os.path.join(folder, RUNS))
             found = read_jsonl(os.path.join(folder, RUNS))[0]
