@@ -25,10 +25,14 @@ def test_backfill_recomputes_exactly_what_the_run_kept(make_mmrec, tmp_path, cap
     payload["test_result"]["recall@20"] += 0.01
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(payload))
+    os.remove(sidecar)
     capsys.readouterr()
-    assert per_user_backfill.main([str(tampered)]) == 2
-    assert "does not reproduce the run's test metrics" in capsys.readouterr().err
+    assert per_user_backfill.main([str(tampered), results]) == 2  # the good run still gets its metrics
+    err = capsys.readouterr().err
+    assert "1 of 2 run(s) got no per-user metrics" in err
+    assert "tampered.json: its checkpoint does not reproduce the run's test metrics" in err
     assert not os.path.exists(per_user.sidecar_path(str(tampered)))
+    assert per_user.read_sidecar(sidecar) == kept
 
 
 def test_backfill_needs_a_single_run_with_its_checkpoint(make_mmrec, tmp_path, capsys):

@@ -6,7 +6,10 @@ For every single-run ``--results`` JSON given: :func:`recbole_ssr.training.build
 ``checkpoint``, the trainer's ``evaluate_per_user`` on the test set, and a record in the sidecar
 ``<stem>.users.json.gz`` beside it (:mod:`recbole_ssr.training.per_user`). The recomputed metrics must give back the
 run's own test metrics (their means, to RecBole's rounding): a checkpoint that no longer reproduces its run is an
-error naming it, never a table built on other numbers. A run whose sidecar already holds its record is skipped.
+error naming it, never a table built on other numbers (the other runs still get theirs). This is also what a model
+whose evaluation is random gives: LGMRec with ``gumbel_at_eval: True`` (the authors' behaviour) scores differently
+at every evaluation, so its runs keep per-user metrics only when they are made with them. A run whose sidecar
+already holds its record is skipped.
 """
 
 import json
@@ -70,18 +73,24 @@ def backfill(paths, overwrite=False):
     runs = {path: single_run(path) for path in paths}  # every input checked before the first (slow) evaluation
     for path in runs:
         per_user.check_may_replace_sidecar(per_user.sidecar_path(path), overwrite)
-    done = {}
+    done, failed = {}, []
     for path, payload in runs.items():
         sidecar = per_user.sidecar_path(path)
         if has_record(sidecar, payload):
             done[path] = "already there"
         else:
-            entry = recompute(path, payload)
+            try:
+                entry = recompute(path, payload)
+            except RecboleSSRError as exc:  # the other runs still get theirs
+                failed.append(str(exc))
+                continue
             record = per_user.run_record(payload["model"], seed_of(payload), payload["dataset"], entry,
                                          payload.get("run_id"))
             per_user.add_to_sidecar(sidecar, [record], replace_unreadable=overwrite)
             done[path] = "written"
         print(f"{path}: per-user metrics {done[path]} ({sidecar})", flush=True)
+    if failed:
+        raise ConfigError(f"{len(failed)} of {len(runs)} run(s) got no per-user metrics: " + " ".join(failed))
     return done
 
 
