@@ -298,7 +298,9 @@ def test_tex_table_structure_emphasis_and_markers():
     assert rows_tex["Broken"] == r"Broken & \multicolumn{2}{c}{failed} \\"
     assert tex.count(r"\textbf{") == 3 and tex.count(r"\underline{") == 2
     plain = latex.latex_table(rows[:1], ["recall@20"], 1, with_std=False)
-    assert r"\textbf{0.0943} \\" in plain and "over 1 seed." in plain and "dagger" not in plain
+    assert r"\textbf{0.0943} \\" in plain and "epoch: one seed." in plain and "dagger" not in plain
+    one_run = latex.latex_table([summary_row("Solo", 0.0943, 0.0512, runs_ok=1)], ["recall@20"], 1)
+    assert r"Solo & \textbf{0.0943} \\" in one_run and r"\pm" not in one_run  # one run: no spread to show
 
 
 def test_latex_escaping_and_atomic_write(tmp_path):

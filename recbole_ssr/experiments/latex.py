@@ -76,7 +76,8 @@ def latex_table(rows, metrics, n_seeds, significance=None, dataset=None, label="
         if not row.get("runs_ok"):
             lines.append(f"{name} & \\multicolumn{{{len(metrics)}}}{{c}}{{failed}} \\\\")
             continue
-        values = [_cell(cells[m][index], ranks[m][index], row.get(f"{m}_std") if with_std else None, decimals)
+        spread = with_std and row["runs_ok"] > 1  # one run has no standard deviation to show
+        values = [_cell(cells[m][index], ranks[m][index], row.get(f"{m}_std") if spread else None, decimals)
                   for m in metrics]
         lines.append(" & ".join([name] + values) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
@@ -94,8 +95,8 @@ def _cell(text, rank, std, decimals):
 
 def _caption(dataset, n_seeds, legend, note=None):
     on = f" on {escape(dataset)}" if dataset else ""
-    seeds = f"{n_seeds} seed" + ("s" if n_seeds != 1 else "")
-    text = (f"Test metrics{on} at the best-validation epoch: mean $\\pm$ standard deviation over {seeds}. "
+    spread = (f"mean $\\pm$ standard deviation over {n_seeds} seeds" if n_seeds != 1 else "one seed")
+    text = (f"Test metrics{on} at the best-validation epoch: {spread}. "
             + (escape(note) + " " if note else "") + "Best per column in bold, second underlined.")
     return text + (" " + legend if legend else "")
 

@@ -82,7 +82,8 @@ def results_table(rows, seeds, significance=None):
         if not row["runs_ok"]:
             lines.append(f"| {row['model']} | failed: {row['error'][:80]} | | | | | | | |")
             continue
-        cells = [f"{row[f'{m}_mean']:.4f} ± {row[f'{m}_std']:.4f}" for m in METRICS]
+        cells = [f"{row[f'{m}_mean']:.4f}" + (f" ± {row[f'{m}_std']:.4f}" if row["runs_ok"] > 1 else "")
+                 for m in METRICS]  # one run has no standard deviation to show
         note = f" ({row['runs_failed']} of {seeds} seeds failed)" if row["runs_failed"] else ""
         lines.append(f"| {row['model']}{tables.marker(significance, row['model'])}{note} | " + " | ".join(cells)
                      + f" | {row['best_epoch_mean']:.1f} | {row['seconds_per_epoch_mean']:.2f} | {row['n_params']:,}"
