@@ -12,41 +12,32 @@ at every evaluation, so its runs keep per-user metrics only when they are made w
 already holds its record is skipped.
 """
 
-import json
 import os
 import sys
 
 from recbole_ssr.core.errors import ConfigError, RecboleSSRError, one_line_parser
+from recbole_ssr.core.report import load_runs
 from recbole_ssr.training import per_user
 
 
 def single_run(path):
-    """The results of one run (``--results`` of a single run) at ``path``, checked to have a checkpoint."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            payload = json.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file (expected the --results JSON of one run).") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not a complete JSON file ({exc}).") from None
-    if not isinstance(payload, dict) or "test_result" not in payload or "checkpoint" not in payload:
+    """The results of one run (``--results`` of a single run) at ``path`` (read by
+    :func:`~recbole_ssr.core.report.load_runs`), checked to have a checkpoint."""
+    found = load_runs([path])
+    if len(found) != 1 or "test_result" not in found[0] or "checkpoint" not in found[0]:
         raise ConfigError(f"{path}: not the --results JSON of one run (no 'test_result' and 'checkpoint'); "
                           "side-by-side batches keep their per-user metrics themselves.")
+    payload = found[0]
     if not payload["checkpoint"] or not os.path.isfile(payload["checkpoint"]):
         raise ConfigError(f"{path}: its checkpoint ({payload['checkpoint']!r}) is not a file: the run was made "
                           "without saving, or its checkpoint was moved.")
     return payload
 
 
-def seed_of(payload):
-    seed = payload.get("seed", (payload.get("config") or {}).get("seed"))
-    return None if seed is None else int(seed)
-
-
 def has_record(sidecar, payload):
     if not os.path.isfile(sidecar):
         return False
-    entries, _ = per_user.entries_for_runs([dict(payload, seed=seed_of(payload))], [sidecar])
+    entries, _ = per_user.entries_for_runs([payload], [sidecar])
     return bool(entries)
 
 
@@ -84,7 +75,7 @@ def backfill(paths, overwrite=False):
             except RecboleSSRError as exc:  # the other runs still get theirs
                 failed.append(str(exc))
                 continue
-            record = per_user.run_record(payload["model"], seed_of(payload), payload["dataset"], entry,
+            record = per_user.run_record(payload["model"], payload["seed"], payload["dataset"], entry,
                                          payload.get("run_id"))
             per_user.add_to_sidecar(sidecar, [record], replace_unreadable=overwrite)
             done[path] = "written"
