@@ -103,7 +103,7 @@ def load_trained(checkpoint, device=None):
                           "or train again.")
     built = build(prepared=(config, dataset_obj, (train_data, valid_data, test_data)))
     try:
-        built.trainer.load_weights(checkpoint)
+        built.trainer.load_weights(checkpoint, saved)  # read once, above
     except RuntimeError as exc:  # weights of another shape: other numbers of users or items
         raise ConfigError(f"{another}: its weights do not fit ({str(exc).splitlines()[-1].strip()}). Evaluate it on "
                           "the data it was trained on, or train again.") from None

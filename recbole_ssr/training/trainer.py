@@ -192,9 +192,11 @@ class CheckpointMixin:
         raise TrainingDiverged(f"{name}: the training loss became NaN{f' in epoch {epoch}' if epoch is not None else ''}"
                                f", so training stopped; {advice}.{kept}")
 
-    def load_weights(self, checkpoint_file):
-        """The model's weights from a checkpoint this package wrote; returns the whole checkpoint."""
-        checkpoint = load_own_checkpoint(checkpoint_file, self.device)
+    def load_weights(self, checkpoint_file, checkpoint=None):
+        """The model's weights from a checkpoint this package wrote (``checkpoint``: its content, when already
+        read); returns the whole checkpoint."""
+        if checkpoint is None:
+            checkpoint = load_own_checkpoint(checkpoint_file, self.device)
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
