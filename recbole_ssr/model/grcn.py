@@ -34,8 +34,8 @@ Bugs and porting hazards of the authors' code not copied:
 * a confidence regulariser (mean κ²) is computed and never added (not added here either; noted);
 * MMRec adds the full preference table of the image modality to the regulariser (the authors' repository has only
   the batch users' preferences); here every modality's full table, as MMRec does for image;
-* ``.cuda()`` in the loss, deprecated ``dropout_adj``, and ``full_sort_predict`` with the embeddings of the last
-  training batch (here evaluation recomputes them in eval mode).
+* CUDA placement hard-coded in the loss, deprecated ``dropout_adj``, and ``full_sort_predict`` with the
+  embeddings of the last training batch (here evaluation recomputes them in eval mode).
 
 Init: Xavier-normal ID tables (per table; the authors: one stacked table), preferences, confidences and W_m.
 """
