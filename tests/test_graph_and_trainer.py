@@ -162,3 +162,28 @@ def test_interaction_csr_is_binary_train_matrix(make_mmrec):
     csr = train.dataset.interaction_csr()
     assert isinstance(csr, sp.csr_matrix) and csr.nnz == (frame.x_label == 0).sum()
     assert set(np.unique(csr.data)) == {1.0}
+
+
+@pytest.mark.parametrize("reproducibility", [True, False])
+def test_a_reproducible_cpu_run_adds_repeated_index_gradients_in_one_order(make_mmrec, reproducibility):
+    """With two threads PyTorch adds the gradient of ``x[rows]`` (repeated rows) with atomics in a changing order;
+    a run seeded for ``reproducibility`` on the CPU takes the deterministic path, so one seed gives one result."""
+    root, name, _ = make_mmrec()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        prepare("BPR", name, config_dict=dict(QUICK, data_path=root, reproducibility=reproducibility))
+        assert torch.are_deterministic_algorithms_enabled() == reproducibility
+        if reproducibility:
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(50, 64, generator=g, requires_grad=True)
+            rows, w = torch.randint(0, 50, (4000,), generator=g), torch.randn(4000, 64, generator=g)
+            grads = []
+            for _ in range(10):
+                x.grad = None
+                (x[rows] * w).sum().backward()
+                grads.append(x.grad.clone())
+            assert all(torch.equal(grads[0], grad) for grad in grads)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(False)

@@ -46,11 +46,21 @@ class Built:
         return self.train_data, self.valid_data, self.test_data
 
 
+def seed(config, offset=0):
+    """Seed as RecBole does (``seed + offset``); with ``reproducibility`` on a CPU run also takes PyTorch's
+    deterministic paths: with several threads, the gradient of an indexing with repeated indices (``x[rows]``) is
+    otherwise added up in parallel with atomics, in an order (and so a float rounding) that changes from run to run.
+    On CUDA RecBole's own setting (cuDNN) is left as it is."""
+    init_seed(config["seed"] + offset, config["reproducibility"])
+    on_cpu = config["device"] is None or torch.device(config["device"]).type == "cpu"
+    torch.use_deterministic_algorithms(bool(config["reproducibility"]) and on_cpu, warn_only=True)
+
+
 def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):
     """``(config, dataset, (train, valid, test))``: the config, the dataset and its loaders."""
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     check_output_locations(config)
-    init_seed(config["seed"], config["reproducibility"])
+    seed(config)
     init_logger(config)
     dataset_obj = create_dataset(config)
     getLogger().info(dataset_obj)
@@ -68,7 +78,7 @@ def build(model=None, dataset=None, config_file_list=None, config_dict=None, pre
     and its trainer; the trainer records the training data's fingerprint in the checkpoints it writes."""
     config, dataset_obj, (train_data, valid_data, test_data) = prepared or prepare(
         model, dataset, config_file_list, config_dict)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    seed(config, offset=config["local_rank"])
     model_class = model_class_of(config)
     model_obj = model_class(config, train_data.dataset).to(config["device"])
     getLogger().info(model_obj)
@@ -92,7 +102,7 @@ def load_trained(checkpoint, device=None):
         config["device"] = torch.device("cpu")
     config["show_progress"] = False
     init_logger(config)
-    init_seed(config["seed"], config["reproducibility"])
+    seed(config)
     dataset_obj = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset_obj)
     another = (f"{checkpoint}: trained on another version of dataset '{config['dataset']}' than the one now in "
