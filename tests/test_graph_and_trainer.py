@@ -79,6 +79,25 @@ def test_chunked_knn_equals_brute_force():
     assert torch.allclose(graph, binary / degree.sqrt()[:, None] / degree.sqrt()[None, :], atol=1e-6)
 
 
+def test_the_padding_item_is_no_ones_knn_neighbour():
+    """RecBole's item 0 has a zero feature row: its cosine 0 beats the negative cosines of real neighbours of
+    centred features, so it is left out of every list (its own list: itself), in both kNN builders."""
+    from recbole_ssr.model.graph import knn_edges
+
+    rng = np.random.default_rng(2)
+    features = torch.tensor(rng.normal(size=(30, 3)), dtype=torch.float32)
+    features[0] = 0.0
+    plain, _ = knn_neighbours(features, k=12)
+    assert (plain[1:] == 0).any()  # without skip the padding row displaces real neighbours
+    indices, sims = knn_neighbours(features, k=12, chunk_rows=7, skip=[0])
+    assert not (indices[1:] == 0).any() and torch.equal(indices[0], torch.zeros(12, dtype=torch.int64))
+    normalized = torch.nn.functional.normalize(features[1:], dim=1)
+    expected_vals, expected_idx = torch.topk(normalized @ normalized.T, 12, dim=1)
+    assert torch.equal(indices[1:], expected_idx + 1) and torch.allclose(sims[1:], expected_vals, atol=1e-6)
+    rows, cols, _ = knn_edges(features, 12, skip=[0])
+    assert torch.equal(cols[rows != 0], indices[1:].reshape(-1)) and torch.equal(cols[rows == 0], indices[0])
+
+
 def test_graph_cache_keys_on_every_parameter(make_mmrec):
     root, name, _ = make_mmrec()
     config, dataset, _ = prepare("VBPR", name, config_dict=dict(QUICK, data_path=root))

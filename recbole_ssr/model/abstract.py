@@ -133,11 +133,12 @@ class MultimodalRecommender(GeneralRecommender):
     def knn_item_graph(self, name, k, normalization="sym", weighted=False):
         """Frozen top-k cosine kNN item graph S_m of modality ``name``: binary edges, or cosine-weighted ones
         (``weighted``, LATTICE's original graph), normalised as :func:`~recbole_ssr.model.graph.knn_adjacency`.
-        The neighbours are cached on disk by dataset + modality + k (one entry serves both edge kinds)."""
+        RecBole's padding item 0 (zero features) is no one's neighbour. The neighbours are cached on disk by dataset
+        + modality + k (one entry serves both edge kinds)."""
         features = self.modality_feature(name).detach().cpu()
         indices, similarities = self.graph_cache.get_or_build(
-            "knn", {"modality": name, "k": int(k), "dim": features.shape[1]},
-            lambda: knn_neighbours(features, k))
+            "knn", {"modality": name, "k": int(k), "dim": features.shape[1], "skip": [0]},
+            lambda: knn_neighbours(features, k, skip=[0]))
         values = similarities if weighted else None
         return knn_adjacency(indices, features.shape[0], values=values, normalization=normalization).to(self.device)
 

@@ -120,14 +120,18 @@ def sparse_max(graphs):
 
 
 # -- kNN item graphs -------------------------------------------------------------------------------------------------
-def knn_neighbours(features, k, chunk_rows=None):
+def knn_neighbours(features, k, chunk_rows=None, skip=None):
     """Top-k cosine neighbours of every row (itself included, as in LATTICE/FREEDOM).
 
-    Returns ``(indices [I, k] int64, similarities [I, k] float32)``; computed ``chunk_rows`` rows at a time.
+    ``skip``: rows that take no part (RecBole's padding item 0, whose feature row is zeros): never anyone's
+    neighbour (a zero row's cosine 0 would otherwise beat every negative cosine of real neighbours), and their own
+    list is themselves (an isolated self-loop). Returns ``(indices [I, k] int64, similarities [I, k] float32)``;
+    computed ``chunk_rows`` rows at a time.
     """
     features = torch.as_tensor(features, dtype=torch.float32)
     n = features.shape[0]
-    k = min(int(k), n)
+    skip = torch.as_tensor([] if skip is None else skip, dtype=torch.int64)
+    k = min(int(k), n - skip.numel())
     normalized = torch.nn.functional.normalize(features, dim=1)
     chunk_rows = chunk_rows or max(1, (1 << 24) // max(n, 1))
     indices = torch.empty((n, k), dtype=torch.int64)
@@ -135,8 +139,11 @@ def knn_neighbours(features, k, chunk_rows=None):
     with torch.no_grad():
         for start in range(0, n, chunk_rows):
             block = normalized[start:start + chunk_rows] @ normalized.T
+            block[:, skip.to(block.device)] = float("-inf")
             values, columns = torch.topk(block, k, dim=1)
             indices[start:start + chunk_rows], similarities[start:start + chunk_rows] = columns.cpu(), values.cpu()
+    indices[skip] = skip.unsqueeze(1)
+    similarities[skip] = 1.0
     return indices, similarities
 
 
@@ -156,17 +163,17 @@ def knn_adjacency(indices, n, values=None, normalization="sym"):
     raise ValueError(f"unknown normalization '{normalization}': use 'sym', 'rw' or None")
 
 
-def knn_edges(embeddings, k, chunk_rows=None):
+def knn_edges(embeddings, k, chunk_rows=None, skip=None):
     """Top-``k`` cosine neighbours of every row of ``embeddings`` (itself included) as ``(rows, cols, values)``,
     ``values`` the cosine similarities **with their gradient** w.r.t. ``embeddings``.
 
     Equals ``topk(cos_sim(E), k)`` scattered into a dense I x I matrix (LATTICE's ``build_knn_neighbourhood``),
     including its gradient (top-k selection passes gradient only through the kept values), but the selection runs
     in row chunks without gradient and only the I*k kept similarities are recomputed with autograd:
-    memory O(I k d + chunk I) instead of O(I^2).
+    memory O(I k d + chunk I) instead of O(I^2). ``skip``: rows left out, as in :func:`knn_neighbours`.
     """
     n = embeddings.shape[0]
-    indices, _ = knn_neighbours(embeddings.detach(), k, chunk_rows=chunk_rows)
+    indices, _ = knn_neighbours(embeddings.detach(), k, chunk_rows=chunk_rows, skip=skip)
     indices = indices.to(embeddings.device)
     rows = torch.arange(n, device=embeddings.device).repeat_interleave(indices.shape[1])
     cols = indices.reshape(-1)

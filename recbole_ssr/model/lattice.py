@@ -99,7 +99,7 @@ class LATTICE(GraphRecommender):
         alpha = torch.softmax(self.modal_weight, dim=0)
         rows, cols, values = [], [], []
         for index, (name, table) in enumerate(self.features.items()):
-            r, c, v = knn_edges(self.projections[name](table), self.knn_k)
+            r, c, v = knn_edges(self.projections[name](table), self.knn_k, skip=[0])  # 0: RecBole's padding item
             rows.append(r)
             cols.append(c)
             values.append(alpha[index] * v)
