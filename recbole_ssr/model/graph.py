@@ -139,8 +139,12 @@ def knn_neighbours(features, k, chunk_rows=None, skip=None):
     with torch.no_grad():
         for start in range(0, n, chunk_rows):
             block = normalized[start:start + chunk_rows] @ normalized.T
-            block[:, skip.to(block.device)] = float("-inf")
             values, columns = torch.topk(block, k, dim=1)
+            hit = torch.isin(columns, skip.to(block.device)).any(dim=1)
+            if hit.any():  # only rows that picked a skipped one are redone (the others keep topk's tie order)
+                redo = block[hit]
+                redo[:, skip.to(block.device)] = float("-inf")
+                values[hit], columns[hit] = torch.topk(redo, k, dim=1)
             indices[start:start + chunk_rows], similarities[start:start + chunk_rows] = columns.cpu(), values.cpu()
     indices[skip] = skip.unsqueeze(1)
     similarities[skip] = 1.0
