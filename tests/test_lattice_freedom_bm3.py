@@ -89,11 +89,12 @@ def test_lattice_item_graph_equals_the_dense_formula(make_mmrec):
     mine = torch.zeros(n, n).index_put((rows, cols), values, accumulate=True)
     (mine_grad,) = torch.autograd.grad((mine * probe).sum(), net.modal_weight)
 
-    def knn_dense(features):
+    def knn_dense(features):  # the padding item 0 is no one's neighbour, its own row a self-loop of weight 1
         normalized = torch.nn.functional.normalize(features, dim=1)
-        sims = normalized @ normalized.T
+        sims = (normalized @ normalized.T).index_fill(1, torch.tensor([0]), float("-inf"))
         top_values, top_index = torch.topk(sims, k, dim=1)
-        return torch.zeros(n, n).scatter(1, top_index, top_values)
+        adj = torch.zeros(n, n).scatter(1, top_index, top_values)
+        return torch.cat([torch.eye(n)[:1], adj[1:]])
 
     def sym(adj):
         inv = adj.sum(1).pow(-0.5)
