@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from recbole_ssr.data.prepare import encoders as enc
-from recbole_ssr.core.safe_io import finite_json, new_staging_folder, replace_folder
+from recbole_ssr.core.safe_io import finite_json, new_staging_folder, replace_folder, save_with, write_bytes
 from recbole_ssr.data.prepare.errors import PrepareError
 from recbole_ssr.data.prepare.kcore import kcore_mask
 from recbole_ssr.data.prepare.readers import index_images, load_image, read_interactions, read_items
@@ -344,11 +344,10 @@ def prepare_dataset(interactions, output, name, items=None, images=None, kcore=5
 
     def write(file_name, payload):
         path = os.path.join(staging, file_name)
-        with open(path, "wb") as handle:
-            if isinstance(payload, np.ndarray):
-                np.save(handle, payload, allow_pickle=False)
-            else:
-                handle.write(payload)
+        if isinstance(payload, np.ndarray):
+            save_with(path, lambda handle: np.save(handle, payload, allow_pickle=False))
+        else:
+            write_bytes(path, payload)
         written.append(file_name)
 
     try:
