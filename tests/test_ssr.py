@@ -486,3 +486,58 @@ def test_alignment_term_is_the_id_content_infonce_and_off_by_default(make_mmrec)
     assert difference == pytest.approx(0.5 * expected, rel=1e-4)
     _, grads = grads_after_loss(aligned, interaction)
     assert grads["item_id_embedding.weight"].abs().sum() > 0
+
+
+def _run_file(tmp_path, name, dataset, config, scores, test=None):
+    """A minimal --results file of one run: its valid curve (one score per epoch) and test metrics."""
+    import json
+
+    result = {"dataset": dataset, "config": dict(config), "test_result": test or {"recall@20": 0.1, "ndcg@20": 0.05},
+              "valid_history": [{"epoch": e, "valid_score": s} for e, s in enumerate(scores)]}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(result))
+    return str(path)
+
+
+def test_defaults_rule_scores_candidates_across_datasets_and_breaks_ties_by_cost(tmp_path):
+    """benchmarks/ssr_defaults.py: the schedule score is the mean over datasets of the candidate's mean best valid
+    relative to the best candidate's; a candidate within 1 % of the top that trains fewer epochs is chosen; the
+    degree rule picks the lowest degree within one reference std."""
+    import os
+    import sys
+
+    from conftest import REPO_ROOT
+
+    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+    import ssr_defaults
+    from lr_curves import load
+
+    fast = {"learning_rate": 1e-3, "epochs": 10}
+    slow = {"learning_rate": 3e-4, "epochs": 100}
+    paths = []
+    for seed, (a, b) in enumerate([(0.50, 0.20), (0.52, 0.22)]):
+        # "fast": best at epoch 3 of 10 on both datasets; "slow": slightly higher on A, lower on B, 100 epochs
+        paths.append(_run_file(tmp_path, f"fa{seed}", "A", dict(fast, seed=seed), [0.1, 0.2, a] + [a - 0.01] * 7))
+        paths.append(_run_file(tmp_path, f"fb{seed}", "B", dict(fast, seed=seed), [0.1, b] + [b - 0.01] * 8))
+        paths.append(_run_file(tmp_path, f"sa{seed}", "A", dict(slow, seed=seed), [0.1] * 99 + [a + 0.01]))
+        paths.append(_run_file(tmp_path, f"sb{seed}", "B", dict(slow, seed=seed), [0.1] * 99 + [b - 0.001]))
+    table = ssr_defaults.summarise(load(paths), ["learning_rate", "epochs"])
+    chosen, scores = ssr_defaults.choose_schedule(table, tie=0.01)
+    fast_label, slow_label = "learning_rate=0.001, epochs=10", "learning_rate=0.0003, epochs=100"
+    # slow: (0.52/0.52 + 0.209/0.21)/2 = 0.9976; fast: (0.51/0.52 + 1)/2 = 0.9904 -> within 1 %: the cheaper wins
+    assert scores[slow_label][0] == pytest.approx((1 + 0.209 / 0.21) / 2)
+    assert scores[fast_label][0] == pytest.approx((0.51 / 0.52 + 1) / 2)
+    assert scores[fast_label][1] == 20 and scores[slow_label][1] == 200
+    assert chosen == fast_label
+    assert ssr_defaults.choose_schedule(table, tie=0.001)[0] == slow_label  # no tie: the higher score
+    with pytest.raises(SystemExit, match="missing: .*on B"):
+        ssr_defaults.choose_schedule({k: v for k, v in table.items() if k != ("B", slow_label)})
+
+    degree_paths = []
+    for seed, (d16, d8, d4) in enumerate([(0.50, 0.49, 0.40), (0.54, 0.50, 0.42)]):
+        for degree, score in ((16, d16), (8, d8), (4, d4)):
+            degree_paths.append(_run_file(tmp_path, f"d{degree}_{seed}", "A", {"cheb_order": degree, "seed": seed},
+                                          [score]))
+    degrees = ssr_defaults.summarise(load(degree_paths), ["cheb_order"])
+    # reference 0.52 ± 0.0283: degree 8 (0.495) is within one std, degree 4 (0.41) is not
+    assert ssr_defaults.choose_degree(degrees, 16) == {"A": 8}
