@@ -86,6 +86,20 @@ def test_atomic_dataset_with_declared_id_mapping(make_atomic):
     assert (len(train), len(valid), len(test)) == tuple(frame.x_label.value_counts().sort_index())
 
 
+def test_items_with_an_all_zero_feature_row_are_counted_and_kept(make_atomic):
+    config, name, _ = make_atomic()
+    path = config["data_path"] + f"/{name}/content_feat.npy"
+    raw = np.load(path)
+    rows = [line for line in open(config["data_path"] + f"/{name}/ids.txt").read().split()]
+    raw[rows.index("i5")] = 0.0  # item i5's features are all zero (e.g. a genre vector with no genre)
+    np.save(path, raw)
+    _, dataset = load("VBPR", name, config)
+    assert dataset.feature_report["content"]["items_with_zero_row"] == 1
+    assert dataset.feature_report["content"]["items_without_row"] == 0
+    tokens = list(dataset.field2id_token["item_id"])
+    assert not dataset.modality_features["content"][tokens.index("i5")].any()  # kept, not replaced
+
+
 def test_items_without_feature_row_get_the_mean_and_are_counted(make_atomic):
     config, name, _ = make_atomic(drop_items=(3, 7))
     _, dataset = load("VBPR", name, config)

@@ -30,7 +30,8 @@ class MultimodalDataset(Dataset):
     Attributes:
         modality_features: ``OrderedDict`` modality name -> float32 tensor ``[item_num, dim]``; row j is RecBole
             item j (row 0, the padding item, is zero). Any number of modalities (0, 1, 2, ...), any names/widths.
-        feature_report: per modality: source file, width, rows, items filled with the mean row.
+        feature_report: per modality: source file, width, rows, items filled with the mean row, items whose
+            row is all zero.
 
     ``build()`` returns shallow copies, so the train/valid/test datasets share the same feature tensors.
     """
@@ -45,7 +46,8 @@ class MultimodalDataset(Dataset):
         for name, info in self.feature_report.items():
             getLogger().info(
                 f"modality '{name}': {info['dim']}-d from {info['file']} "
-                f"({info['items_without_row']} items filled with the mean row)"
+                f"({info['items_without_row']} items filled with the mean row, "
+                f"{info['items_with_zero_row']} with an all-zero row)"
             )
 
     @property

@@ -176,8 +176,15 @@ def load_modalities(config, item_tokens, folder):
         matrix = load_feature_file(path, modality)
         aligned, n_missing = align_features(matrix, path, modality, item_tokens, row_tokens)
         features[modality] = torch.from_numpy(aligned)
+        zero = int((~aligned[1:].any(axis=1)).sum())  # real items only: row 0 is the padding item
+        if zero:
+            getLogger().warning(
+                f"modality '{modality}': {zero} of {len(item_tokens) - 1} items have an all-zero feature row in "
+                f"{path}; such an item has no direction, so its cosine similarity to every item is 0 and the kNN "
+                "item graphs give it arbitrary neighbours. Kept as they are; re-extract those items' features if "
+                "they are missing values.")
         report[modality] = {"file": path, "dim": int(matrix.shape[1]), "rows": int(matrix.shape[0]),
-                            "items_without_row": n_missing}
+                            "items_without_row": n_missing, "items_with_zero_row": zero}
     return features, report
 
 
