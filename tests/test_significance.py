@@ -135,6 +135,19 @@ def test_paired_tests_on_degenerate_vectors():
     assert regular["statistic"] == pytest.approx(differences.mean() / (differences.std(ddof=1) / np.sqrt(3)))
 
 
+def test_equal_differences_from_different_float_routes_are_tied_ranks():
+    """Seed-averaged values: half the users gain 1/3 (1/3 -> 2/3), half lose 1/3 (1 -> 2/3). In floats the two
+    differences are 0.3333333333333333 and -0.33333333333333337; ranked unrounded, every loss outranks every gain and
+    a perfectly symmetric comparison looked significant (p = 4e-19 here)."""
+    third, two_thirds = np.mean([1.0, 0.0, 0.0]), np.mean([1.0, 1.0, 0.0])
+    best = np.array([third] * 200 + [1.0] * 200)
+    other = np.full(400, two_thirds)
+    assert len({abs(d) for d in other - best}) == 2  # the float noise this test is about
+    result = significance.wilcoxon_paired(best, other)
+    assert result["n_nonzero"] == 400 and result["p"] == pytest.approx(1.0)
+    assert result["statistic"] == pytest.approx(400 * 401 / 4)  # W+ = W-: each half of the tied ranks
+
+
 def test_an_identical_model_is_tied_with_p_one():
     same = lambda base, seed: base + 0.01 * seed  # noqa: E731
     runs, entries = constructed({"A": (0.30, same), "B": (0.20, same)})

@@ -12,7 +12,9 @@ that evaluated the user, ``x_m(u)``; with ``U`` the users evaluated for both ``m
 
 and the two-sided Wilcoxon signed-rank test of "d is symmetric about 0" (``scipy.stats.wilcoxon``; as with its
 default ``zero_method='wilcox'``, users with d(u) = 0 carry no sign and are dropped; ``n_nonzero`` counts the rest).
-When every d(u) is 0 the p-value is 1 (no evidence of any difference). Differences under 1e-12 count as 0 (rounding).
+When every d(u) is 0 the p-value is 1 (no evidence of any difference). Differences are rounded to 12 decimals
+before ranking, so that equal differences are tied ranks whatever float route produced them; under 1e-12 they count
+as 0 (rounding).
 
 **Per seed** (reported, no marker). With the seeds ``S`` that succeeded for both models (paired by seed number)
 and ``|S| >= 3``, the paired t-test of the seeds' test metrics (``scipy.stats.ttest_rel``): ``t = mean(e) /
@@ -40,6 +42,7 @@ METRICS = ("recall@20", "ndcg@20")
 MARKER = "†"
 UNTESTED = "?"
 ZERO = 1e-12  # |difference| below this is rounding, not a difference
+DECIMALS = 12  # per-user differences are compared at this many decimals (= ZERO), so ties are ties
 MIN_SEEDS = 3
 
 
@@ -67,7 +70,10 @@ def wilcoxon_paired(best, other):
     from scipy import stats
 
     best, other = np.asarray(best, dtype=np.float64), np.asarray(other, dtype=np.float64)
-    diff = other - best
+    # rounded to the resolution below which a difference is rounding (ZERO): equal differences reached by different
+    # float routes (2/3 - 1/3 against 1 - 2/3) are then tied, as the ranks must treat them; unrounded, the last-bit
+    # noise breaks those ties and shifts whole groups of ranks (seed-averaged top-k values are few and repeat a lot)
+    diff = np.round(other - best, DECIMALS)
     diff[np.abs(diff) < ZERO] = 0.0
     nonzero = int(np.count_nonzero(diff))
     if nonzero == 0:
