@@ -146,6 +146,8 @@ def test_equal_differences_from_different_float_routes_are_tied_ranks():
     result = significance.wilcoxon_paired(best, other)
     assert result["n_nonzero"] == 400 and result["p"] == pytest.approx(1.0)
     assert result["statistic"] == pytest.approx(400 * 401 / 4)  # W+ = W-: each half of the tied ranks
+    # rounding does not move the zero rule: a difference under 1e-12 is still no difference (not rounded up to it)
+    assert significance.wilcoxon_paired([0.5, 0.5], [0.5 + 7e-13, 0.5])["n_nonzero"] == 0
 
 
 def test_an_identical_model_is_tied_with_p_one():

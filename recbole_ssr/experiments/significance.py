@@ -41,8 +41,8 @@ from recbole_ssr.core.report import mean_std
 METRICS = ("recall@20", "ndcg@20")
 MARKER = "†"
 UNTESTED = "?"
-ZERO = 1e-12  # |difference| below this is rounding, not a difference
-DECIMALS = 12  # per-user differences are compared at this many decimals (= ZERO), so ties are ties
+DECIMALS = 12  # per-user differences are compared at this many decimals, so that equal differences are ties
+ZERO = 10.0 ** -DECIMALS  # |difference| below this is rounding, not a difference
 MIN_SEEDS = 3
 
 
@@ -70,11 +70,12 @@ def wilcoxon_paired(best, other):
     from scipy import stats
 
     best, other = np.asarray(best, dtype=np.float64), np.asarray(other, dtype=np.float64)
-    # rounded to the resolution below which a difference is rounding (ZERO): equal differences reached by different
-    # float routes (2/3 - 1/3 against 1 - 2/3) are then tied, as the ranks must treat them; unrounded, the last-bit
-    # noise breaks those ties and shifts whole groups of ranks (seed-averaged top-k values are few and repeat a lot)
-    diff = np.round(other - best, DECIMALS)
+    diff = other - best
     diff[np.abs(diff) < ZERO] = 0.0
+    # the rest rounded at the same resolution: equal differences reached by different float routes (2/3 - 1/3 against
+    # 1 - 2/3) are then tied, as the ranks must treat them; unrounded, the last-bit noise breaks those ties and shifts
+    # whole groups of ranks (seed-averaged top-k values are few and repeat a lot)
+    diff = np.round(diff, DECIMALS)
     nonzero = int(np.count_nonzero(diff))
     if nonzero == 0:
         statistic, p = 0.0, 1.0
